@@ -1,0 +1,186 @@
+"""Generate with a trained MeDiM run: report → image (t2i), image → report (i2t), or whole pairs (joint).
+
+    python sample.py --ckpt runs/default --task t2i --report "FINDINGS: The heart is enlarged. ..." --n 4
+    python sample.py --ckpt runs/default --task i2t --image xray.png
+    python sample.py --ckpt runs/default --task joint --n 16 [--prompt "FINDINGS: The heart"] [--domain cxr]
+
+Every task is the same call to medim.sample: put the condition into the token sequence, [MASK] everywhere else
+(design.md "The sequence"), and let the sampler fill the masks. Writes image_{i}.png, text_{i}.txt (the layout of MeDiM's
+evaluation scripts) and grid.png with each report under its image.
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train.py
+
+import argparse
+import textwrap
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+import medim
+from medim import MeDiM, MeDiMConfig
+
+
+#### Loading a run
+
+def load_run(run_dir: str, device: str = "cpu", use_ema: bool = True):
+    """The tokenizers and the model of a run directory (EMA weights when the run kept them). Returns (model, tok, train_config)."""
+    import tokenizer as tk
+    path = os.path.join(run_dir, "ckpt.pt")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: no checkpoint at {path} (train one with: python train.py --out {run_dir})")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        model = MeDiM(MeDiMConfig(**ck["model_config"]))
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError, TypeError, EOFError) as e:
+        raise SystemExit(f"error: {path} is not a readable medim checkpoint ({type(e).__name__}: {str(e)[:200]})")
+    if use_ema and ck.get("ema") is not None:
+        with torch.no_grad():
+            for p, e in zip(model.parameters(), ck["ema"]):
+                p.copy_(e)
+    tok = tk.MedTokenizer.load(run_dir)
+    if tok.vocab.size != model.config.vocab_size or tok.vocab.seq_len != model.config.seq_len:
+        raise SystemExit(f"error: the tokenizer files in {run_dir} (vocab {tok.vocab.size}, length {tok.vocab.seq_len}) do not "
+                         f"match {path} (vocab {model.config.vocab_size}, length {model.config.seq_len})")
+    return model.to(device).eval(), tok, ck.get("train_config", {})
+
+
+#### Building conditioned sequences: the condition stays, [MASK] marks what to generate
+
+def _blank(tok, domain: str, codes=None, text_ids=()) -> np.ndarray:
+    v = tok.vocab
+    return v.encode(list(text_ids), np.zeros(v.n_image_tokens, np.int64) if codes is None else codes, domain)
+
+
+def condition_on_reports(tok, reports: list[str], domains: list[str]) -> torch.Tensor:
+    """t2i: the report is given, every image slot is [MASK]. (B, T)"""
+    seg = tok.vocab.segment_ids.numpy()
+    rows = []
+    for report, domain in zip(reports, domains):
+        x = _blank(tok, domain, text_ids=tok.encode_text(report))
+        x[seg == 1] = tok.vocab.mask_id
+        rows.append(x)
+    return torch.from_numpy(np.stack(rows))
+
+
+def condition_on_images(tok, images: list[np.ndarray], domains: list[str]) -> torch.Tensor:
+    """i2t: the image codes are given, every text slot (report, <eos> and padding) is [MASK]. (B, T)"""
+    seg = tok.vocab.segment_ids.numpy()
+    codes = tok.encode_images(images)                                          # (B, N)
+    rows = []
+    for c, domain in zip(codes, domains):
+        x = _blank(tok, domain, codes=np.asarray(c))
+        x[seg == 2] = tok.vocab.mask_id
+        rows.append(x)
+    return torch.from_numpy(np.stack(rows))
+
+
+def condition_on_prompt(tok, n: int, domain: str, prompt: str = "") -> torch.Tensor:
+    """joint: only the domain tag (and optionally the first words of the report) is given. (n, T)"""
+    seg = tok.vocab.segment_ids.numpy()
+    x = _blank(tok, domain)
+    x[seg != 0] = tok.vocab.mask_id
+    prompt_ids = tok.encode_text(prompt) if prompt else []
+    text_pos = np.flatnonzero(seg == 2)
+    if len(prompt_ids) >= len(text_pos):
+        raise SystemExit(f"error: --prompt is {len(prompt_ids)} tokens, longer than the {len(text_pos)} text slots")
+    x[text_pos[:len(prompt_ids)]] = prompt_ids
+    return torch.from_numpy(np.tile(x, (n, 1)))
+
+
+@torch.no_grad()
+def generate(model: MeDiM, tok, x: torch.Tensor, *, steps=16, cfg_scale=0.0, temperature=1.0, seed=0,
+             text_left_to_right=True, batch_size=256) -> list[tuple[str, np.ndarray, str]]:
+    """Fill every [MASK] of x (B, T) and decode each row into (report, image uint8, domain)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
+    out = []
+    for chunk in x.split(batch_size):
+        filled = medim.sample(model, chunk.to(device), seg, legal, steps=steps, cfg_scale=cfg_scale,
+                              temperature=temperature, generator=gen, text_left_to_right=text_left_to_right)
+        out.extend(tok.decode(row) for row in filled.cpu().numpy())
+    return out
+
+
+#### A grid a person can read: each image with its report underneath
+
+def save_grid(images: list[np.ndarray], captions: list[str], path: str, cols: int = 4, cell: int = 192, text_lines: int = 9):
+    font = ImageFont.load_default()
+    chars = max(20, cell // 6)
+    line_h = 11
+    w, h = cell + 8, cell + 8 + text_lines * line_h
+    rows = (len(images) + cols - 1) // cols
+    canvas = Image.new("RGB", (cols * w, rows * h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        r, c = divmod(i, cols)
+        pil = Image.fromarray(img).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+        canvas.paste(pil, (c * w + 4, r * h + 4))
+        lines = textwrap.wrap(cap, chars)[:text_lines]
+        for k, line in enumerate(lines):
+            draw.text((c * w + 4, r * h + cell + 6 + k * line_h), line, fill="black", font=font)
+    tmp = path + ".tmp.png"
+    canvas.save(tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Sample from a trained MeDiM run.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="run directory (holds ckpt.pt, vqvae.pt, tokenizer.json)")
+    p.add_argument("--task", choices=["t2i", "i2t", "joint"], required=True)
+    p.add_argument("--report", action="append", default=[], help="t2i: a report (repeat the flag for several)")
+    p.add_argument("--image", action="append", default=[], help="i2t: an image file (repeat the flag for several)")
+    p.add_argument("--prompt", default="", help="joint: the first words of the report")
+    p.add_argument("--domain", default="cxr", help="cxr or path")
+    p.add_argument("--n", type=int, default=4, help="samples per report (t2i) or in total (joint)")
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="samples")
+    args = p.parse_args(argv)
+
+    model, tok, _ = load_run(args.ckpt, args.device)
+    if args.domain not in tok.vocab.domain_id:
+        p.error(f"--domain must be one of {sorted(tok.vocab.domain_id)}, got {args.domain!r}")
+    if args.task == "t2i":
+        if not args.report:
+            p.error("--task t2i needs --report TEXT")
+        reports = [r for r in args.report for _ in range(args.n)]
+        x = condition_on_reports(tok, reports, [args.domain] * len(reports))
+    elif args.task == "i2t":
+        if not args.image:
+            p.error("--task i2t needs --image FILE")
+        images = [read_image(f, tok, args.domain) for f in args.image]
+        x = condition_on_images(tok, images, [args.domain] * len(images))
+    else:
+        x = condition_on_prompt(tok, args.n, args.domain, args.prompt)
+    results = generate(model, tok, x, steps=args.steps, cfg_scale=args.cfg, temperature=args.temperature, seed=args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    for i, (report, image, _) in enumerate(results):
+        Image.fromarray(image).save(os.path.join(args.out, f"image_{i}.png"))
+        with open(os.path.join(args.out, f"text_{i}.txt"), "w") as f:
+            f.write(report + "\n")
+    save_grid([r[1] for r in results], [r[0] for r in results], os.path.join(args.out, "grid.png"))
+    print(f"wrote {len(results)} samples and grid.png to {args.out}")
+
+
+def read_image(path: str, tok, domain: str) -> np.ndarray:
+    """An image file as the tokenizer expects it: squared, resized, gray for CXR or RGB for pathology."""
+    from data.common import square_resize
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot read image {path}: {e}")
+    img = img.convert("L" if domain == "cxr" else "RGB")
+    return square_resize(img, tok.image_size)
+
+
+if __name__ == "__main__":
+    main()

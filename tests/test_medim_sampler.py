@@ -1,0 +1,171 @@
+"""medim.sample: the arccos reveal schedule, conditioning, CFG in one batched forward, legal filling, seeds,
+left-to-right text."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import medim
+from medim_toy import ToyLayout
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model and records every call's input ids and times."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.cfg, self.calls = model, model.cfg, []
+
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+        self.calls.append((x.clone(), t.clone()))
+        return self.inner(x, t, key_padding_mask, logits_at)
+
+
+def random_model(lay, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = medim.MeDiM(lay.config(**kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def masked_copy(x, lay, image=False, text=False, text_from=0):
+    x = x.clone()
+    if image:
+        x[:, lay.segment_ids == medim.IMAGE] = lay.mask_id
+    if text:
+        x[:, 3 + lay.N + text_from:] = lay.mask_id
+    return x
+
+
+def expected_counts(n, steps, schedule="arccos"):
+    """Independent numpy version: share of step i proportional to arccos(1 - (i+1)/S) (or 1), cumulative counts rounded."""
+    w = np.arccos(1 - np.arange(1, steps + 1) / steps) if schedule == "arccos" else np.ones(steps)
+    done = np.round(n * np.cumsum(w) / w.sum())
+    return np.diff(np.concatenate([[0], done])).astype(int)
+
+
+@pytest.mark.parametrize("schedule", ["arccos", "linear"])
+@pytest.mark.parametrize("n, steps", [(36, 8), (7, 4), (100, 16), (5, 5)])
+def test_reveal_counts_sum_to_n_and_follow_the_formula(n, steps, schedule):
+    counts = medim.reveal_counts(torch.tensor([n, 0]), steps, schedule).numpy()
+    assert counts[0].sum() == n and (counts[0] >= 0).all() and (counts[1] == 0).all()
+    np.testing.assert_array_equal(counts[0], expected_counts(n, steps, schedule))
+    if n >= 4 * steps and schedule == "arccos":
+        assert counts[0, 0] < counts[0, -1]  # few tokens early, many late
+
+
+def test_number_unmasked_per_step_follows_the_schedule_and_time_is_the_masked_fraction():
+    lay = ToyLayout(N=36, L=6)
+    model = Recorder(random_model(lay))
+    x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, image=True)  # report -> image
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=8, generator=torch.Generator().manual_seed(1))
+    still_masked = [int((xs[0] == lay.mask_id).sum()) for xs, _ in model.calls] + [int((out[0] == lay.mask_id).sum())]
+    revealed = -np.diff(still_masked)
+    np.testing.assert_array_equal(revealed, expected_counts(36, 8))
+    for xs, t in model.calls:
+        assert torch.allclose(t, (xs == lay.mask_id).sum(1) / (lay.N + lay.L))
+
+
+def test_conditioning_never_changes_and_everything_is_filled_with_legal_ids():
+    lay = ToyLayout(N=12, L=8)
+    model = random_model(lay)
+    x0 = lay.random_batch(4, torch.Generator().manual_seed(0))
+    x = torch.cat([masked_copy(x0[:1], lay, image=True),            # report -> image
+                   masked_copy(x0[1:2], lay, text=True),            # image -> report
+                   masked_copy(x0[2:3], lay, image=True, text=True),  # joint pair from the domain tag
+                   masked_copy(x0[3:], lay, image=True, text=True, text_from=2)])  # joint pair from a prompt
+    for ltr in (False, True):
+        out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=5, cfg_scale=2.0,
+                           generator=torch.Generator().manual_seed(1), text_left_to_right=ltr)
+        todo = x == lay.mask_id
+        assert torch.equal(out[~todo], x[~todo])
+        assert not (out == lay.mask_id).any()
+        assert lay.legal[lay.segment_ids.expand_as(out), out].all()
+
+
+def test_fully_masked_input_comes_out_fully_filled():
+    lay = ToyLayout(N=9, L=7)
+    model = random_model(lay)
+    x = masked_copy(lay.random_batch(3, torch.Generator().manual_seed(0)), lay, image=True, text=True)
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, image_steps=3, text_steps=7,
+                       generator=torch.Generator().manual_seed(0))
+    assert not (out == lay.mask_id).any()
+    assert lay.legal[lay.segment_ids.expand_as(out), out].all()
+    assert torch.equal(out[:, :2], x[:, :2])
+
+
+def test_seeds_reproduce_and_different_seeds_differ():
+    lay = ToyLayout(N=12, L=8)
+    model = random_model(lay)
+    x = masked_copy(lay.random_batch(4, torch.Generator().manual_seed(0)), lay, image=True, text=True)
+    run = lambda seed: medim.sample(model, x, lay.segment_ids, lay.legal, steps=4,
+                                    generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+
+
+def test_no_noise_and_argmax_tokens_are_deterministic_without_a_seed():
+    lay = ToyLayout(N=12, L=8)
+    model = random_model(lay)
+    x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)
+    run = lambda seed: medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, temperature=0.0,
+                                    token_temperature=0.0, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(1), run(2))
+
+
+def test_cfg_scale_zero_equals_plain_sampling():
+    """The guided path with a vanishing scale (uncond rows built, batched, combined) gives plain sampling's tokens, and
+    the combination itself is exactly c at w = 0."""
+    lay = ToyLayout(N=12, L=8)
+    model = random_model(lay)
+    x = masked_copy(lay.random_batch(4, torch.Generator().manual_seed(0)), lay, text=True)
+    run = lambda scale: medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, cfg_scale=scale,
+                                     cfg_schedule="constant", generator=torch.Generator().manual_seed(7))
+    plain = run(0.0)
+    assert torch.equal(run(1e-9), plain)
+    assert not torch.equal(run(5.0), plain)  # ...and real guidance does change the samples
+    t = torch.rand(4)
+    x_u = torch.where(x == lay.mask_id, x, lay.mask_id)
+    with torch.no_grad():
+        assert torch.allclose(medim.guided_logits(model, x, t, x_u, t, torch.zeros(4)), model(x, t), atol=1e-5)
+
+
+def test_cfg_runs_one_batched_forward_per_step_with_the_condition_masked_in_the_uncond_rows():
+    lay = ToyLayout(N=12, L=8)
+    model = Recorder(random_model(lay))
+    x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)  # image -> report
+    medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert len(model.calls) == 4
+    image = lay.segment_ids == medim.IMAGE
+    for xs, t in model.calls:
+        cond, uncond = xs[:2], xs[2:]
+        assert xs.shape[0] == 4
+        assert torch.equal(cond[:, image], x[:, image]) and (uncond[:, image] == lay.mask_id).all()
+        assert torch.equal(cond[:, ~image], uncond[:, ~image])          # same generated text in both branches
+        assert (t[2:] > t[:2]).all()                                    # each branch's own masked fraction
+
+
+def test_text_left_to_right_reveals_text_slots_in_position_order():
+    lay = ToyLayout(N=12, L=8)
+    model = Recorder(random_model(lay))
+    x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, text_steps=lay.L, text_left_to_right=True,
+                       generator=torch.Generator().manual_seed(0))
+    states = [xs for xs, _ in model.calls] + [out]
+    text = lay.segment_ids == medim.TEXT
+    for k, xs in enumerate(states):
+        revealed = xs[:, text] != lay.mask_id
+        assert (revealed.sum(1) == k).all()                             # one text token per step
+        assert revealed[:, :k].all()                                    # ...always the leftmost masked one
+
+
+def test_mask_at_a_never_diffused_position_is_a_clear_error():
+    lay = ToyLayout()
+    model = random_model(lay)
+    x = lay.random_batch(1, torch.Generator().manual_seed(0))
+    x[0, 0] = lay.mask_id
+    with pytest.raises(ValueError, match="segment 0"):
+        medim.sample(model, x, lay.segment_ids, lay.legal)

@@ -1,0 +1,417 @@
+"""Train MeDiM end to end: tokenizers → token cache → masked-diffusion training → evaluation → metrics.json + samples.png.
+
+    python train.py                                   # embedded synthetic chest X-rays, CPU, ~15 minutes
+    python train.py --preset smoke                    # a 2-minute first look
+    python train.py --data mimic --data-dir DIR       # MIMIC-CXR-JPG tree, R2Gen annotation.json or MeDiM flat dirs
+    python train.py --data mimic,pathgen --data-dir A,B --init-from HF_LLM_DIR --n-layers 10
+    torchrun --nproc_per_node 8 train.py --data mimic --data-dir DIR --preset full
+
+A flat script in the nanoGPT mould (github.com/karpathy/nanoGPT train.py): one dataclass of settings (every field is a flag),
+then data, model, optimizer, one training loop with checkpoints, then evaluation. The maths lives in medim.py.
+"""
+import os
+
+# Must happen before torch loads OpenMP: with the default spin-waiting, a 2-thread step slowed ~20x whenever another
+# process held one of the two cores (measured, shared/calibration.md). Passive waiting degrades gracefully instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import medim
+from medim import MeDiM, MeDiMConfig
+
+
+#### Settings: one dataclass, every field is a command-line flag
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "synthetic"        # synthetic | synthetic-path | mimic | pathgen; comma-separated to mix domains
+    data_dir: str = ""             # comma-separated, aligned with --data (synthetic entries need none)
+    image_size: int = 64
+    n_train: int = 0               # 0 = the whole train split
+    shuffle_sentences: bool = False  # synthetic reports: canonical sentence order unless set (calibration: 4x better i2t)
+    # run
+    out: str = "runs/default"
+    preset: str = "default"        # smoke | default | full (fills in the fields below that you do not set)
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    threads: int = 0               # CPU threads; 0 = all cores this process may use
+    resume: bool = False
+    compile: bool = False
+    # tokenizers (trained once per run directory)
+    codebook_size: int = 512
+    vq_steps: int = 1500
+    text_vocab: int = 2000
+    text_len: int = 0              # 0 = sized from the training reports
+    # model
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    init_from: str = ""            # a Hugging Face LLM directory (Llama / Qwen2 / Gemma / Liquid)
+    causal: bool = False           # the paper's "w/ causal mask" ablation
+    time_cond: str = "adaln"       # adaln | add | none  (the paper's "w/o AdaLN" and "w/o timestep embedding" ablations)
+    # optimisation
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.999             # 0 = off; evaluation and sampling use the EMA weights when on
+    # diffusion recipe (see medim.diffusion_loss)
+    cond_frac: float = 0.15        # share of samples with one modality clean and the other masked
+    cond_text_share: float = 0.5   # of those, share where the report is the condition (report → image)
+    # evaluation and sampling
+    eval_every: int = 0            # 0 = only at the end
+    n_eval: int = 200
+    sample_steps: int = 16
+    cfg_scale: float = 0.0
+    text_left_to_right: bool = True
+    oracle_steps: int = 0          # 0 = eval.py's default training length for the synthetic-data oracle
+    ckpt_every: int = 250
+    log_every: int = 100
+    skip_eval: bool = False
+
+
+PRESETS = {
+    # ≤ 2 minutes on 2 CPU cores: for tests and a first look
+    "smoke": dict(n_train=2000, vq_steps=300, steps=300, d_model=64, n_layers=2, n_heads=2, batch_size=32, n_eval=64,
+                  ckpt_every=100, warmup=30),
+    # the README's `python train.py`: ≤ 15 minutes on an idle 2-core CPU, whole pipeline
+    "default": dict(),
+    # ≤ 60 minutes on 2 CPU cores
+    "full": dict(steps=12000, d_model=192, n_layers=6, n_heads=6, vq_steps=3000),
+}
+
+
+def parse_args(argv=None) -> TrainConfig:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {getattr(defaults, f.name)}")
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type) if isinstance(f.type, str) else f.type
+            p.add_argument(flag, type=typ, default=None, help=f"default {getattr(defaults, f.name)!r}")
+    args = p.parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    preset = given.get("preset", defaults.preset)
+    if preset not in PRESETS:
+        p.error(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    cfg = TrainConfig(**{**PRESETS[preset], **given})  # explicit flags win over the preset
+    if cfg.time_cond not in ("adaln", "add", "none"):
+        p.error(f"--time-cond must be adaln, add or none, got {cfg.time_cond!r}")
+    if cfg.dtype not in ("auto", "fp32", "bf16"):
+        p.error(f"--dtype must be auto, fp32 or bf16, got {cfg.dtype!r}")
+    for name in ("steps", "batch_size", "image_size", "d_model", "n_layers", "n_heads"):
+        if getattr(cfg, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.d_model % cfg.n_heads:
+        p.error(f"--d-model ({cfg.d_model}) must be divisible by --n-heads ({cfg.n_heads})")
+    return cfg
+
+
+#### Small pieces the loop needs
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """1) linear warmup, 2) cosine decay to min_lr_ratio·lr at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
+    """AdamW with weight decay only on matrices (embeddings, linear weights), never on norms and biases (nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device_type == "cuda")
+
+
+def save_atomic(obj, path: str):
+    """Write to a temp file, then rename: a crash mid-write never leaves a half checkpoint behind."""
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def pick_device(cfg: TrainConfig, local_rank: int) -> str:
+    if cfg.device == "auto":
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {cfg.device} but CUDA is not available here (use --device cpu)")
+    return cfg.device
+
+
+class Log:
+    """Prints (through tqdm, so bars stay intact) and appends to run_dir/log.txt; silent on ranks other than 0."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+
+    def __call__(self, msg: str):
+        if self.path is None:
+            return
+        tqdm.write(msg)
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")
+
+
+#### The run
+
+def build_model(cfg: TrainConfig, vocab, log) -> MeDiM:
+    if cfg.init_from:
+        model = medim.from_pretrained(cfg.init_from, n_layers=cfg.n_layers if cfg.n_layers else None,
+                                      new_vocab_size=vocab.size, time_cond=cfg.time_cond, causal=cfg.causal)
+        model.config.mask_id = vocab.mask_id
+        model.config.seq_len = vocab.seq_len
+        log(f"initialised from {cfg.init_from}: {model.config.n_layers} layers, d={model.config.d_model}")
+        return model
+    mcfg = MeDiMConfig(vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id, d_model=cfg.d_model,
+                       n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, d_ff=_ffn_width(cfg.d_model),
+                       causal=cfg.causal, time_cond=cfg.time_cond)
+    return MeDiM(mcfg)
+
+
+def _ffn_width(d: int) -> int:
+    """SwiGLU hidden width: 8/3·d rounded up to a multiple of 64 (Llama)."""
+    return 64 * math.ceil(8 * d / 3 / 64)
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    # -- distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK) -------------------------------------------------------
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    rank, world, local_rank = 0, 1, 0
+    if ddp:
+        rank, world, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    device = pick_device(cfg, local_rank)
+    if ddp:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+    master = rank == 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif ddp and device == "cpu":
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device_type == "cuda")
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    os.makedirs(cfg.out, exist_ok=True)
+    log = Log(os.path.join(cfg.out, "log.txt") if master else None)
+    ckpt_path = os.path.join(cfg.out, "ckpt.pt")
+    if os.path.exists(ckpt_path) and not cfg.resume:
+        raise SystemExit(f"error: {ckpt_path} exists; pass --resume to continue that run or choose another --out")
+    if cfg.resume and not os.path.exists(ckpt_path):
+        raise SystemExit(f"error: --resume given but there is no checkpoint at {ckpt_path}")
+    log(f"medim train | device {device}{' x' + str(world) if ddp else ''} | {'bf16' if use_bf16 else 'fp32'} | "
+        f"threads {torch.get_num_threads()} | out {cfg.out}")
+    t_start = time.time()
+
+    # -- data → tokenizers → token cache -----------------------------------------------------------------------------------
+    import tokenizer as tk
+    torch.manual_seed(cfg.seed)
+    train_pairs = load_split(cfg, "train", log)
+    if ddp and not master:
+        dist.barrier()  # rank 0 trains the tokenizers and fills the token cache; the others then just read them
+    if not tk.MedTokenizer.exists(cfg.out):
+        log("training the tokenizers (VQ-VAE + BPE) for this run")
+        tk.train_tokenizers(train_pairs, cfg.out, cfg.image_size, K=cfg.codebook_size, vq_steps=cfg.vq_steps,
+                            text_vocab=cfg.text_vocab, text_len=cfg.text_len or None, seed=cfg.seed)
+    tok = tk.MedTokenizer.load(cfg.out)
+    vocab = tok.vocab
+    train_tokens = tk.token_cache(tok, train_pairs, cfg.out, "train")
+    if ddp and master:
+        dist.barrier()
+    if vocab.n_truncated:
+        log(f"note: {vocab.n_truncated} reports were longer than the {vocab.text_len} text slots and were truncated")
+    tokens = torch.from_numpy(np.asarray(train_tokens, dtype=np.int64))  # (N, T): small enough to hold in memory
+    log(f"train: {len(tokens)} pairs × {vocab.seq_len} tokens | vocab {vocab.size} | {time.time() - t_start:.0f}s so far")
+
+    # -- model, optimizer, EMA ---------------------------------------------------------------------------------------------
+    model = build_model(cfg, vocab, log).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params / 1e6:.2f}M parameters, {model.config.n_layers} layers, d={model.config.d_model}, "
+        f"{'causal' if model.config.causal else 'bidirectional'}, time_cond={model.config.time_cond}")
+    if master:
+        with open(os.path.join(cfg.out, "config.json"), "w") as f:
+            json.dump({"train": asdict(cfg), "model": asdict(model.config)}, f, indent=2)
+    optimizer = configure_optimizer(model, cfg, device_type)
+    ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
+    segment_ids, legal = vocab.segment_ids.to(device), vocab.legal.to(device)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)                         # which pairs go in each batch
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)  # t and masks; per rank
+    start_step, stats = 0, {"skipped_steps": 0, "train_seconds": 0.0}
+    if cfg.resume:
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        check_compatible(ck, model, ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if ema is not None and ck.get("ema") is not None:
+            for e, v in zip(ema, ck["ema"]):
+                e.copy_(v)
+        batch_gen.set_state(ck["batch_gen"])
+        noise_gen.set_state(ck["noise_gen"][rank])
+        torch.set_rng_state(ck["torch_rng"])
+        start_step, stats = ck["step"], ck["stats"]
+        log(f"resumed from {ckpt_path} at step {start_step}")
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(model)
+    if ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+    def checkpoint(step):
+        gens = [noise_gen.get_state()]
+        if ddp:  # every rank's noise generator, so a resumed DDP run is the same run
+            gens = [None] * world
+            dist.all_gather_object(gens, noise_gen.get_state())
+        if master:
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "ema": ema, "model_config": asdict(model.config), "train_config": asdict(cfg),
+                         "step": step, "stats": stats, "batch_gen": batch_gen.get_state(), "noise_gen": gens,
+                         "torch_rng": torch.get_rng_state(), "tokenizer_dir": os.path.abspath(cfg.out)}, ckpt_path)
+
+    # -- the training loop -------------------------------------------------------------------------------------------------
+    B = cfg.batch_size  # per process; the global batch is B × world
+    tokens_per_step = B * world * vocab.seq_len
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="diffusion", disable=not master,
+               dynamic_ncols=True)
+    bad_in_row, step = 0, start_step
+    try:
+        for step in bar:
+            t0 = time.time()
+            idx = torch.randint(len(tokens), (B * world,), generator=batch_gen)[rank * B:(rank + 1) * B]
+            x0 = tokens[idx].to(device, non_blocking=True)                      # (B, T)
+            for g in optimizer.param_groups:
+                g["lr"] = get_lr(step, cfg)
+            with autocast:
+                loss, parts = medim.diffusion_loss(train_model, x0, segment_ids, legal, generator=noise_gen,
+                                                   cond_frac=cfg.cond_frac, cond_text_share=cfg.cond_text_share)
+            if not torch.isfinite(loss):
+                stats["skipped_steps"] += 1
+                bad_in_row += 1
+                optimizer.zero_grad(set_to_none=True)
+                if bad_in_row >= 10:
+                    checkpoint(step)
+                    raise SystemExit(f"error: the loss was not finite for {bad_in_row} steps in a row at step {step}; "
+                                     f"try a lower --lr (now {cfg.lr}) or --dtype fp32. Last good state: {ckpt_path}")
+                continue
+            bad_in_row = 0
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - cfg.ema)
+            dt = time.time() - t0
+            stats["train_seconds"] += dt
+            if master and (step % 10 == 0 or step == cfg.steps - 1):
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{get_lr(step, cfg):.1e}", gnorm=f"{grad_norm.item():.2f}",
+                                tok_s=f"{tokens_per_step / max(dt, 1e-9):.0f}")
+            if step % cfg.log_every == 0:
+                logged = loss.detach()
+                if ddp:  # the global mean, so a DDP log reads like a single-process one
+                    dist.all_reduce(logged)
+                    logged = logged / world
+                log(f"step {step} | loss {logged.item():.4f} | text {parts.get('loss_text', float('nan')):.3f} | "
+                    f"image {parts.get('loss_image', float('nan')):.3f} | lr {get_lr(step, cfg):.2e} | "
+                    f"grad norm {grad_norm.item():.2f} | {dt * 1000:.0f} ms | {tokens_per_step / max(dt, 1e-9):.0f} tok/s")
+            if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+                checkpoint(step + 1)
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps and master:
+                periodic_eval(cfg, model, ema, tok, device, step + 1, time.time() - t_start, log)
+    except KeyboardInterrupt:
+        checkpoint(step)
+        log(f"interrupted: checkpoint saved at step {step} in {ckpt_path}; continue with --resume")
+        raise SystemExit(130)
+    checkpoint(cfg.steps)
+    bar.close()
+    stats["steps"] = cfg.steps
+    stats["tokens_per_s"] = tokens_per_step * (cfg.steps - stats["skipped_steps"]) / max(1e-9, stats["train_seconds"])
+    log(f"training done: {cfg.steps} steps, {stats['train_seconds'] / 60:.1f} min in steps, "
+        f"{stats['skipped_steps']} skipped, {time.time() - t_start:.0f}s since start")
+
+    # -- evaluation (rank 0) -----------------------------------------------------------------------------------------------
+    if master and not cfg.skip_eval:
+        import eval as ev
+        if ema is not None:
+            swap_in_ema(model, ema)
+        metrics = ev.evaluate(model, tok, cfg, device=device, log=log, grid_path=os.path.join(cfg.out, "samples.png"))
+        metrics["train"] = {"steps": cfg.steps, "seconds": round(stats["train_seconds"], 1),
+                            "tokens_per_s": round(stats["tokens_per_s"]), "skipped_steps": stats["skipped_steps"],
+                            "total_seconds": round(time.time() - t_start, 1)}
+        with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        log(ev.format_table(metrics))
+        log(f"wrote {os.path.join(cfg.out, 'metrics.json')} and samples.png | whole run {(time.time() - t_start) / 60:.1f} min")
+    if ddp:
+        dist.destroy_process_group()
+
+
+def load_split(cfg: TrainConfig, split: str, log):
+    import data
+    try:
+        pairs = data.load_pairs(cfg.data, split, data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
+                                limit=(cfg.n_train or None) if split == "train" else None,
+                                shuffle_sentences=cfg.shuffle_sentences)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: could not load --data {cfg.data} (--data-dir {cfg.data_dir or '-'}): {e}")
+    if len(pairs) == 0:
+        raise SystemExit(f"error: --data {cfg.data} --data-dir {cfg.data_dir or '-'} gave no {split} pairs")
+    return pairs
+
+
+def check_compatible(ck: dict, model: MeDiM, path: str):
+    """A checkpoint from another config must say so, not fail deep inside load_state_dict."""
+    saved = ck.get("model_config", {})
+    ours = asdict(model.config)
+    diff = {k: (saved.get(k), v) for k, v in ours.items() if k in saved and saved[k] != v}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"error: {path} was written with a different model config ({lines}); use the same flags or another --out")
+
+
+def swap_in_ema(model: MeDiM, ema: list):
+    with torch.no_grad():
+        for p, e in zip(model.parameters(), ema):
+            p.copy_(e)
+
+
+def periodic_eval(cfg, model, ema, tok, device, step, elapsed, log):
+    """A quick evaluation on the EMA weights (restored afterwards), appended to run_dir/curve.jsonl for learning curves."""
+    import eval as ev
+    backup = [p.detach().clone() for p in model.parameters()]
+    if ema is not None:
+        swap_in_ema(model, ema)
+    model.eval()
+    m = ev.evaluate(model, tok, cfg, device=device, log=log, grid_path=None, quick=True)
+    model.train()
+    swap_in_ema(model, backup)
+    row = {"step": step, "minutes": round(elapsed / 60, 2), **ev.curve_row(m)}
+    with open(os.path.join(cfg.out, "curve.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    log(f"eval @ step {step}: " + " | ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)))
+
+
+if __name__ == "__main__":
+    main()
