@@ -11,8 +11,9 @@ import numpy as np
 
 #### Text metrics: BLEU, METEOR, ROUGE-L, CIDEr-D  (owner: eval-text helper)
 # Every function below re-implements one reference tool so that it agrees to 1e-9 (tests/test_eval_text.py checks
-# against NLTK 3.9.1, pycocoevalcap 1.2 and rouge 1.0.1). The quirks kept on purpose are listed in shared/metrics-spec.md
-# §1-§5. Token-level functions take lists of str; the coco_* functions take {id: [str]} dicts exactly like pycocoevalcap.
+# against NLTK 3.9.1, pycocoevalcap 1.2 and rouge 1.0.1). The quirks kept on purpose are listed in
+# shared/metrics-spec.md §1-§5. Token-level functions take lists of str; the coco_* functions take {id: [str]} dicts
+# exactly like pycocoevalcap.
 import math
 import os
 import re
@@ -24,7 +25,8 @@ import numpy as np
 
 
 def medim_tokens(text: str) -> list[str]:
-    """MeDiM report_metric.py `prep_reports`: lowercase, '.' -> ' .', split on ' ' only (tabs/newlines stay inside tokens), drop ''."""
+    """MeDiM report_metric.py `prep_reports`: lowercase, '.' -> ' .', split on ' ' only (so tabs and newlines stay
+    inside tokens), drop ''."""
     return [t for t in text.lower().replace(".", " .").split(" ") if t != ""]
 
 
@@ -50,7 +52,8 @@ def corpus_bleu(list_of_references, hypotheses, weights=(0.25, 0.25, 0.25, 0.25)
     """NLTK 3.9.1 `corpus_bleu` (metrics-spec §2.1). Numerators and denominators are summed over the corpus before
     dividing; r sums the closest reference lengths. `weights` may be one tuple (returns a float) or a list of tuples
     (returns a list). smoothing: 'method0' (NLTK's default: a zero precision becomes sys.float_info.min, so the score is
-    tiny but not 0) or 'method1' (Chen & Cherry 2014: a zero precision becomes 0.1 / denominator). auto_reweigh is not ported."""
+    tiny but not 0) or 'method1' (Chen & Cherry 2014: a zero precision becomes 0.1 / denominator).
+    NLTK's auto_reweigh option is not ported."""
     if len(list_of_references) != len(hypotheses):
         raise ValueError(f"corpus_bleu: {len(hypotheses)} hypotheses but {len(list_of_references)} reference lists")
     if smoothing not in ("method0", "method1"):
@@ -71,12 +74,13 @@ def corpus_bleu(list_of_references, hypotheses, weights=(0.25, 0.25, 0.25, 0.25)
     bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)  # brevity penalty; exactly 1 when c == r
     zero = [sys.float_info.min] * N if smoothing == "method0" else [0.1 / t for t in totals]
     p = [m / t if m else z for m, t, z in zip(matches, totals, zero)]
+    # BLEU = BP · exp(Σ_n w_n · log p_n)  (Papineni et al. 2002, eq. in §2.3; metrics-spec §2.1)
     scores = [bp * math.exp(math.fsum(w * math.log(p_n) for w, p_n in zip(ws, p) if p_n > 0)) for ws in weight_sets]
     return scores if several else scores[0]
 
 
 def sentence_bleu(references, hypothesis, weights=(0.25, 0.25, 0.25, 0.25), smoothing: str = "method0"):
-    """NLTK `sentence_bleu` = corpus_bleu of a one-sentence corpus. MeDiM: smoothing='method1', BLEU-n weights 1/n each."""
+    """NLTK `sentence_bleu` = corpus_bleu of a one-sentence corpus. MeDiM: smoothing='method1', weights 1/n."""
     return corpus_bleu([references], [hypothesis], weights, smoothing)
 
 
@@ -107,7 +111,7 @@ def coco_bleu(gts: dict, res: dict, n: int = 4) -> tuple[list[float], list[list[
     return corpus, per_sample
 
 
-# Porter (1980) stemmer in NLTK 3.9.1's default NLTK_EXTENSIONS mode (metrics-spec §3.2), needed by METEOR's stem stage.
+# Porter (1980) stemmer in NLTK 3.9.1's default NLTK_EXTENSIONS mode (metrics-spec §3.2) for METEOR's stem stage.
 _PORTER_IRREGULAR = {"skies": "sky", "sky": "sky", "dying": "die", "lying": "lie", "tying": "tie", "news": "news",
                      "innings": "inning", "inning": "inning", "outings": "outing", "outing": "outing",
                      "cannings": "canning", "canning": "canning", "howe": "howe", "proceed": "proceed",
@@ -135,7 +139,8 @@ def _ends_cvc(w: str) -> bool:  # NLTK extension: a 2-letter vowel-consonant wor
 
 
 def _apply_rules(word: str, rules) -> str:
-    """The first rule whose suffix matches decides; a false condition leaves the word unchanged ('*d' = double consonant)."""
+    """The first rule whose suffix matches decides; a false condition leaves the word as it is.
+    '*d' stands for a double consonant."""
     for suffix, replacement, condition in rules:
         if suffix == "*d" and _ends_double_consonant(word):
             return word[:-2] + replacement if condition is None or condition(word[:-2]) else word
@@ -197,12 +202,13 @@ def porter_stem(word: str) -> str:
 
 class WordNet:
     """Reader for the Princeton WordNet 3.0 database files (wndb(5): index.<pos>, data.<pos>, <pos>.exc), doing what
-    NLTK's `wordnet.synsets(word)` + `lemma.name()` do for METEOR (metrics-spec §3.3). `root` is a dict/ directory such as
-    /usr/share/wordnet from Debian's wordnet-base package (PyPI has no WordNet data; NLTK downloads it at run time)."""
+    NLTK's `wordnet.synsets(word)` + `lemma.name()` do for METEOR (metrics-spec §3.3). `root` is a directory such
+    as /usr/share/wordnet from Debian's wordnet-base package (PyPI has no WordNet data; NLTK downloads it)."""
     POS = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}  # NLTK's search order
     MORPHY = {"n": [("s", ""), ("ses", "s"), ("ves", "f"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
                     ("men", "man"), ("ies", "y")],
-              "v": [("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")],
+              "v": [("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"),
+                    ("ing", "")],
               "a": [("er", ""), ("est", ""), ("er", "e"), ("est", "e")], "r": []}
 
     def __init__(self, root: str):
@@ -210,13 +216,14 @@ class WordNet:
         for pos, name in self.POS.items():
             for fname in (f"index.{name}", f"data.{name}", f"{name}.exc"):
                 if not os.path.isfile(os.path.join(root, fname)):
-                    raise FileNotFoundError(f"WordNet dir {root!r} lacks {fname} (need index/data/exc files of WordNet 3.0)")
+                    raise FileNotFoundError(f"WordNet dir {root!r} lacks {fname} (WordNet 3.0 index/data/exc files)")
             with open(os.path.join(root, f"index.{name}"), encoding="utf8") as f:
                 for line in f:
                     if not line.startswith(" "):  # lines starting with a space are the license header
-                        fields = line.split()     # lemma pos n_synsets n_pointers [ptr...] n_senses tagsense_cnt offsets
-                        first = 6 + int(fields[3])
-                        self.index.setdefault(fields[0], {})[fields[1]] = [int(o) for o in fields[first:first + int(fields[2])]]
+                        # lemma pos n_synsets n_pointers [pointer symbols] n_senses n_tagged_senses [offsets]
+                        fields = line.split()
+                        first, n = 6 + int(fields[3]), int(fields[2])
+                        self.index.setdefault(fields[0], {})[fields[1]] = [int(o) for o in fields[first:first + n]]
             with open(os.path.join(root, f"{name}.exc"), encoding="utf8") as f:
                 self.exceptions[pos] = {t[0]: t[1:] for t in map(str.split, f) if t}
 
@@ -235,7 +242,8 @@ class WordNet:
         if (pos, offset) not in self._names:
             with open(os.path.join(self.root, f"data.{self.POS[pos]}"), "rb") as f:
                 f.seek(offset)
-                fields = f.readline().decode("utf8").split("|")[0].split()  # offset lexfile ss_type w_cnt [word lex_id]...
+                # offset lex_filenum ss_type w_cnt [word lex_id]... p_cnt ... | gloss
+                fields = f.readline().decode("utf8").split("|")[0].split()
             words = fields[4:4 + 2 * int(fields[3], 16):2]
             self._names[pos, offset] = [re.match(r"(.*?)(\(.*\))?$", w).group(1) for w in words]
         return self._names[pos, offset]
@@ -253,11 +261,12 @@ _WORDNETS: dict = {}
 
 def load_wordnet(wordnet="auto"):
     """Resolve METEOR's synonym source: a WordNet, a directory, None (stage skipped), or 'auto' = $MEDIM_WORDNET,
-    else /usr/share/wordnet when Debian's wordnet-base is installed, else None. Loaded readers are cached per directory."""
+    else /usr/share/wordnet when Debian's wordnet-base is installed, else None. Readers are cached per directory."""
     if wordnet is None or isinstance(wordnet, WordNet):
         return wordnet
     if wordnet == "auto":
-        wordnet = os.environ.get("MEDIM_WORDNET") or ("/usr/share/wordnet" if os.path.isfile("/usr/share/wordnet/index.noun") else None)
+        debian = "/usr/share/wordnet"
+        wordnet = os.environ.get("MEDIM_WORDNET") or (debian if os.path.isfile(f"{debian}/index.noun") else None)
         if wordnet is None:
             return None
     if not os.path.isdir(wordnet):
@@ -281,9 +290,10 @@ def _match_reverse_greedy(hyp: list, ref: list, same) -> list[tuple[int, int]]:
 
 
 def single_meteor_score(reference, hypothesis, wordnet=None, alpha=0.9, beta=3.0, gamma=0.5) -> float:
-    """NLTK 3.9.1 `single_meteor_score` on token lists (metrics-spec §3.1): lowercase, then exact, Porter-stem and (when
-    `wordnet` is a WordNet) synonym matches, each stage reverse greedy. Quirk kept: the synonym stage sees the *stems*.
-    score = (1 - γ·(chunks/m)^β) · PR/(αP + (1-α)R); 0.0 when either side is empty or nothing matches."""
+    """NLTK 3.9.1 `single_meteor_score` on token lists (metrics-spec §3.1): lowercase, then exact, Porter-stem and
+    (when `wordnet` is a WordNet) synonym matches, each stage reverse greedy. Quirk kept: the synonym stage looks
+    up the *stems*. score = (1 - γ·(chunks/m)^β) · PR/(αP + (1-α)R); 0.0 if a side is empty or nothing matches.
+    Without WordNet this is NLTK run with a wordnet whose synsets() is empty ('exact+stem')."""
     if isinstance(reference, str) or isinstance(hypothesis, str):
         raise TypeError("single_meteor_score expects token lists, not strings (as NLTK >= 3.6.6)")
     hyp, ref = list(enumerate(w.lower() for w in hypothesis)), list(enumerate(w.lower() for w in reference))
@@ -338,7 +348,8 @@ def _rouge_sentences(text: str) -> list[str]:
 
 def rouge_l_f1(hypothesis: str, reference: str) -> float:
     """`rouge` 1.0.1 `Rouge().get_scores(hyp, ref)[0]['rouge-l']['f']`, MeDiM's R-L (metrics-spec §4.2): summary-level
-    union-LCS with *set* semantics, F1 with +1e-8. Raises ValueError on an empty hypothesis/reference, as `rouge` does."""
+    union-LCS with *set* semantics, F1 with +1e-8. Raises ValueError on a hypothesis or reference without a
+    sentence ('', '.', ...), as `rouge` does."""
     hyp, ref = _rouge_sentences(hypothesis), _rouge_sentences(reference)
     if not hyp or not ref:
         raise ValueError(f"rouge_l_f1: {'hypothesis' if not hyp else 'reference'} has no sentence")
@@ -729,6 +740,7 @@ def fid_folders(dir_a, dir_b, weights_path=None, batch_size=50, device="cpu"):
     """FID between two image folders, as `python -m pytorch_fid DIR_A DIR_B` (2048-d pool3 features, batch 50)."""
     files_a, files_b = image_files(dir_a), image_files(dir_b)
     model = load_fid_inception(weights_path, device)
+    print(f"FID: {len(files_a)} images in {dir_a} vs {len(files_b)} in {dir_b}")
     mu_a, sigma_a = stats(inception_features(model, files_a, batch_size, device))
     mu_b, sigma_b = stats(inception_features(model, files_b, batch_size, device))
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
@@ -800,33 +812,39 @@ def pair_labels(pairs, findings):
     return out
 
 
-def train_oracle(train_pairs, findings, run_dir=None, steps=300, batch_size=64, n_images=4000, n_heldout=500,
-                 channels=None, lr=3e-3, seed=0):
+def train_oracle(train_pairs, findings, run_dir=None, steps=600, batch_size=32, n_images=4000, n_heldout=500,
+                 channels=None, lr=1e-2, seed=0):
     """Train (or load from run_dir/oracle.pt when it matches findings, image size and channels) the oracle classifier.
 
     Uses the first n_images + n_heldout pairs; the last n_heldout are never trained on and give the printed held-out
     accuracy. channels=None keeps the images' own channel count. A seed reproduces the run exactly on CPU."""
     findings = tuple(findings)
-    pairs = [train_pairs[i] for i in range(min(len(train_pairs), n_images + n_heldout))]
-    if len(pairs) < 2 * n_heldout:
-        raise ValueError(f"train_oracle: need more than {2 * n_heldout} pairs, got {len(pairs)} (or lower n_heldout)")
-    first = np.asarray(pairs[0].image)
+    n = min(len(train_pairs), n_images + n_heldout)
+    if n < 2 * n_heldout:
+        raise ValueError(f"train_oracle: need at least {2 * n_heldout} pairs, got {n} (or lower n_heldout)")
+    first = np.asarray(train_pairs[0].image)
     image_size, channels = first.shape[0], channels or (3 if first.ndim == 3 else 1)
     path = os.path.join(run_dir, "oracle.pt") if run_dir else None
     if path and os.path.isfile(path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a stale or broken cache is not worth stopping an evaluation for: retrain
+            print(f"oracle: cannot read {path} ({type(e).__name__}); retraining")
+            ckpt = {"findings": (), "image_size": None, "channels": None}
         if (tuple(ckpt["findings"]), ckpt["image_size"], ckpt["channels"]) == (findings, image_size, channels):
             oracle = OracleClassifier(findings, image_size, channels, ckpt["width"])
             oracle.load_state_dict(ckpt["state_dict"])
             oracle.heldout_acc = ckpt["heldout_acc"]
             print(f"oracle: loaded {path} (held-out acc {np.mean(list(oracle.heldout_acc.values())):.4f})")
             return oracle.eval()
-        print(f"oracle: {path} was trained for other findings/size/channels; retraining")
+        elif ckpt["image_size"] is not None:
+            print(f"oracle: {path} was trained for other findings/size/channels; retraining")
     t0 = time.time()
+    pairs = [train_pairs[i] for i in range(n)]
     images, labels = [np.asarray(p.image) for p in pairs], pair_labels(pairs, findings)
     if any(im.shape != first.shape for im in images):
         raise ValueError(f"train_oracle: all images must have the shape of the first one, {first.shape}")
-    x, y = images_to_tensor(images[:-n_heldout], channels), torch.from_numpy(labels[:-n_heldout]).float()
+    train_images, y = images[:-n_heldout], torch.from_numpy(labels[:-n_heldout]).float()  # (N, F)
     with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the caller's global RNG alone
         torch.manual_seed(seed)
         oracle = OracleClassifier(findings, image_size, channels)
@@ -835,8 +853,9 @@ def train_oracle(train_pairs, findings, run_dir=None, steps=300, batch_size=64, 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     oracle.train()
     for _ in range(steps):
-        idx = torch.randint(len(x), (batch_size,), generator=gen)
-        loss = F.binary_cross_entropy_with_logits(oracle(x[idx]), y[idx])
+        idx = torch.randint(len(train_images), (batch_size,), generator=gen)
+        x = images_to_tensor([train_images[i] for i in idx.tolist()], channels)  # (B, C, S, S); uint8 until needed
+        loss = F.binary_cross_entropy_with_logits(oracle(x), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -844,7 +863,7 @@ def train_oracle(train_pairs, findings, run_dir=None, steps=300, batch_size=64, 
     oracle.eval()
     acc = (oracle.predict(images[-n_heldout:]) == labels[-n_heldout:]).mean(axis=0)  # (F,)
     oracle.heldout_acc = {f: float(a) for f, a in zip(findings, acc)}
-    print(f"oracle: {steps} steps on {len(x)} images in {time.time() - t0:.1f}s; held-out acc {acc.mean():.4f} ("
+    print(f"oracle: {steps} steps on {len(train_images)} images in {time.time() - t0:.1f}s; held-out acc {acc.mean():.4f} ("
           + ", ".join(f"{f} {a:.3f}" for f, a in oracle.heldout_acc.items()) + ")")
     if path:
         os.makedirs(run_dir, exist_ok=True)
@@ -942,15 +961,18 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
     from sample import condition_on_images, condition_on_reports, generate, save_grid
 
     test = data.load_pairs(cfg.data, "test", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed)
-    n = min(64 if quick else cfg.n_eval, len(test))
+    n = min(cfg.n_eval, len(test))
     pairs = [test[i] for i in range(n)]
     images, reports, domains = [p.image for p in pairs], [p.report for p in pairs], [p.domain for p in pairs]
     model.eval()
     steps, seed = cfg.sample_steps, cfg.seed
-    gen_reports = [r for r, _, _ in generate(model, tok, condition_on_images(tok, images, domains), steps=steps, seed=seed,
-                                             text_left_to_right=cfg.text_left_to_right)]
-    gen_images = [im for _, im, _ in generate(model, tok, condition_on_reports(tok, reports, domains), steps=steps,
-                                               seed=seed + 1, cfg_scale=cfg.cfg_scale, text_left_to_right=cfg.text_left_to_right)]
+    knobs = dict(steps=cfg.sample_steps, temperature=getattr(cfg, "temperature", 1.0),
+                 token_temperature=getattr(cfg, "token_temperature", 1.0), text_left_to_right=cfg.text_left_to_right,
+                 text_steps=getattr(cfg, "text_steps", 0) or (tok.vocab.text_len if cfg.text_left_to_right else None))
+    seed = cfg.seed
+    gen_reports = [r for r, _, _ in generate(model, tok, condition_on_images(tok, images, domains), seed=seed, **knobs)]
+    gen_images = [im for _, im, _ in generate(model, tok, condition_on_reports(tok, reports, domains), seed=seed + 1,
+                                               cfg_scale=cfg.cfg_scale, **knobs)]
     synthetic = all(p.uid.startswith("synthetic") or (p.labels is not None and p.meta.get("synthetic")) for p in pairs) \
         or cfg.data.startswith("synthetic")
     metrics = {"n_eval": n, "per_domain": {}}
@@ -961,11 +983,7 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
         refs, gens = [reports[i] for i in idx], [gen_reports[i] for i in idx]
         m["i2t"] = dict(report_metrics(gens, refs))
         rng = np.random.default_rng(seed)
-        train = data.load_pairs(cfg.data, "train", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
-                                limit=4000 if synthetic else 2000)
-        train_same = [train[j] for j in range(len(train)) if train[j].domain == domain] if len(train) < 20000 else None
-        if train_same is None:
-            train_same = [p for p in (train[j] for j in range(4000)) if p.domain == domain]
+        train_same = _train_pairs_of(cfg, domain, 4500 if synthetic else 2000)
         random_refs = [train_same[j].report for j in rng.integers(len(train_same), size=len(gens))]
         m["i2t_baseline_random_train_report"] = {k: v for k, v in report_metrics(random_refs, refs).items() if k != "meteor_stages"}
         if synthetic:
@@ -982,16 +1000,21 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
                                                if synthetic else None)
         # -- report → image ------------------------------------------------------------------------------------------
         if synthetic:
-            oracle = train_oracle(train_same, names, os.path.join(cfg.out, f"oracle_{domain}"), seed=cfg.seed)
+            small = bool(getattr(cfg, "oracle_steps", 0)) and cfg.oracle_steps < 300  # tests: a quick, rougher oracle
+            oracle = train_oracle(train_same, names, os.path.join(cfg.out, f"oracle_{domain}"), seed=cfg.seed,
+                                  steps=getattr(cfg, "oracle_steps", 0) or 600, n_images=400 if small else 4000,
+                                  n_heldout=100 if small else 500)
             gimgs, rimgs = [gen_images[i] for i in idx], [images[i] for i in idx]
             tm = label_metrics(np.asarray(oracle.predict(gimgs)), true, names)
             m["t2i"] = {"label_acc": tm["acc"], "label_f1_macro": tm["f1_macro"], "label_per_finding": tm["per_finding"]}
             m["t2i_baselines"] = m["i2t_baselines"]
             m["oracle"] = {"test_acc": label_metrics(np.asarray(oracle.predict(rimgs)), true, names)["acc"]}
             if not quick:
-                m["t2i"]["fd_oracle"] = fd_oracle(oracle, rimgs, gimgs)
+                # the same set sizes as the floor (first half of the real images vs images generated from the other
+                # half's reports), since Fréchet distances are biased upward at small N
                 half = len(rimgs) // 2
-                m["t2i"]["fd_oracle_real_floor"] = fd_oracle(oracle, rimgs[:half], rimgs[half:2 * half])
+                m["t2i"]["fd_oracle"] = fd_oracle(oracle, rimgs[:half], gimgs[half:2 * half])
+                m["t2i"]["fd_oracle_real_floor"] = fd_oracle_floor(oracle, rimgs)
         metrics["per_domain"][domain] = m
     # the top level holds the mean over domains (the only domain, for single-domain runs), as the paper's Table 4 does
     doms = list(metrics["per_domain"].values())
@@ -1008,6 +1031,14 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
             caps += ["REAL: " + reports[i], "GENERATED IMAGE from the report at left", "GENERATED REPORT: " + gen_reports[i]]
         save_grid(cells, caps, grid_path, cols=3)
     return metrics
+
+
+def _train_pairs_of(cfg, domain: str, n: int) -> list:
+    """Up to n training pairs of one domain (for the oracle, the label prior and the random-report baseline)."""
+    import data
+    train = data.load_pairs(cfg.data, "train", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
+                            limit=n)
+    return [p for p in (train[j] for j in range(len(train))) if p.domain == domain]
 
 
 def _baseline_numbers(true: np.ndarray, train_true) -> dict:

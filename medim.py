@@ -6,7 +6,8 @@ MaskGIT and classifier-free guidance, and initialisable from a pretrained causal
     [<domain>] [<boi>] img_1 .. img_N [<eoi>] txt_1 .. txt_L        segment_ids: 0 = never diffused, 1 = image, 2 = text
 
 Papers:
-  MeDiM    Mao et al. 2025, Discrete Diffusion Models with MLLMs for Unified Medical Multimodal Generation, arXiv 2510.06131
+  MeDiM    Mao et al. 2025, Discrete Diffusion Models with MLLMs for Unified Medical Multimodal Generation,
+           arXiv 2510.06131
   MDLM     Sahoo et al. 2024, Simple and Effective Masked Diffusion Language Models, arXiv 2406.07524 (SUBS, NELBO)
   MaskGIT  Chang et al. 2022, arXiv 2202.04200 (confidence-ordered parallel decoding)
   LLaDA    Nie et al. 2025, Large Language Diffusion Models, arXiv 2502.09992 (LLM minus causal mask = mask predictor)
@@ -125,7 +126,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(H * hd, d, bias=False)
 
     def forward(self, x, cos, sin, attn_mask, is_causal):
-        """x (B, T, D); attn_mask None or bool (B, 1, 1|T, T), True = may attend; is_causal only when attn_mask is None."""
+        """x (B, T, D); attn_mask None or bool (B, 1, 1|T, T) with True = may attend; is_causal only without attn_mask."""
         q = rearrange(self.q_proj(x), 'b t (h d) -> b h t d', d=self.head_dim)  # (B, H, T, hd)
         k = rearrange(self.k_proj(x), 'b t (h d) -> b h t d', d=self.head_dim)  # (B, Hkv, T, hd)
         v = rearrange(self.v_proj(x), 'b t (h d) -> b h t d', d=self.head_dim)  # (B, Hkv, T, hd)
@@ -165,7 +166,7 @@ SCHEDULE_EPS = 1e-3  # MDLM's log-linear schedule keeps the mask probability in 
 
 
 def mask_prob(t):
-    """Log-linear schedule (MDLM, §5): each diffused token is [MASK] with probability (1 - eps) * t at time t in [0, 1]."""
+    """Log-linear schedule (MDLM, §5): at time t in [0, 1] each diffused token is [MASK] with probability (1 - eps) t."""
     return (1 - SCHEDULE_EPS) * t
 
 
@@ -190,8 +191,9 @@ class TimestepEmbedder(nn.Module):
 
 
 def modulate(x, shift, scale):
-    """AdaLN (DiT): a per-sample shift and scale on top of the normalised activations. x (B, T, D), shift/scale (B, 1, D)."""
-    return x * (1 + scale) + shift
+    """AdaLN (DiT): a per-sample shift and scale on top of the normalised activations, x * (1 + scale) + shift.
+    x (B, T, D), shift/scale (B, 1, D). addcmul does it in one pass over x (this runs 4x per layer)."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class Block(nn.Module):
@@ -215,9 +217,9 @@ class Block(nn.Module):
         mods = rearrange(self.adaLN_modulation(c), 'b (k d) -> k b 1 d', k=6)  # 6 x (B, 1, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods  # the official chunk order
         h = modulate(self.input_layernorm(x), shift_msa, scale_msa)
-        x = x + (1 + gate_msa) * self.self_attn(h, cos, sin, attn_mask, is_causal)
+        x = torch.addcmul(x, 1 + gate_msa, self.self_attn(h, cos, sin, attn_mask, is_causal))  # x + (1 + g) * attn
         h = modulate(self.post_attention_layernorm(x), shift_mlp, scale_mlp)
-        return x + (1 + gate_mlp) * self.mlp(h)
+        return torch.addcmul(x, 1 + gate_mlp, self.mlp(h))                                     # x + (1 + g) * mlp
 
 
 class MeDiM(nn.Module):
@@ -271,13 +273,17 @@ class MeDiM(nn.Module):
     def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
         """x (B, T) long ids; t (B,) float diffusion time in [0, 1] (ignored when time_cond='none');
         key_padding_mask optional bool (B, T), True = a padding key nobody attends to (PyTorch's convention);
-        logits_at optional bool (B, T): return logits only at these positions, as (M, V) in row-major order
-        (the training loss needs them at masked tokens only, which saves most of the lm_head on big vocabularies).
+        logits_at optional bool (B, T), or long (M,) indices into the B*T flattened positions: return logits only
+        there, as (M, V) in row-major order (the loss needs them at masked tokens only, which saves up to half the
+        lm_head, and half the logits memory, that matters with a pretrained LLM's vocabulary).
         Returns float32 logits (B, T, V), or (M, V) with logits_at."""
         cfg = self.cfg
         B, T = x.shape
         if T > cfg.seq_len:
             raise ValueError(f"MeDiM.forward: sequence length {T} > cfg.seq_len {cfg.seq_len}")
+        if logits_at is not None and logits_at.dtype == torch.bool:
+            logits_at = logits_at.flatten().nonzero().squeeze(1)  # (M,) now: on a GPU this waits for the queue, which
+                                                                  # is short here and would hold the whole forward later
         h = self.model.embed_tokens(x)                                       # (B, T, D)
         if cfg.embed_scale:  # Gemma: sqrt(d) cast to the weight dtype first (55.4256 is 55.5 in bf16), as HF does
             h = h * torch.tensor(math.sqrt(cfg.d_model), dtype=h.dtype)
@@ -301,7 +307,7 @@ class MeDiM(nn.Module):
             h = block(h, c, cos, sin, attn_mask, is_causal)
         h = self.model.norm(h)                                               # (B, T, D)
         if logits_at is not None:
-            h = h[logits_at]                                                 # (M, D)
+            h = h.flatten(0, 1).index_select(0, logits_at)                   # (M, D)
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(h, weight).float()                                   # (B, T, V) or (M, V)
 
@@ -332,27 +338,32 @@ def q_xt(x0, p_mask, mask_id, generator=None):
 
 
 def token_mask_probs(t, segment_ids, task, *, i2t_power=0.0, t2i_power=0.0):
-    """(B, T) mask probability of every token, given the row's time t (B,) and task (B,) in {JOINT, TEXT_GIVEN, IMAGE_GIVEN}.
+    """(B, T) mask probability of each token, given each row's time t (B,) and task (B,) (JOINT, TEXT_GIVEN, IMAGE_GIVEN).
     JOINT: both modalities at mask_prob(t), one t per sample shared by image and text (§5).
     TEXT_GIVEN (t2i): text clean, image at mask_prob(t ** t2i_power); IMAGE_GIVEN (i2t): image clean, text at
     mask_prob(t ** i2t_power). Power 0 masks the target fully (UniDisc); 0.5 masks it heavier than t but not fully, which
     the calibration run found much better for reports (the report's content is decided while most of it is masked)."""
     p_joint = mask_prob(t)                                                                     # (B,)
-    p_img = torch.where(task == TEXT_GIVEN, mask_prob(t ** t2i_power), p_joint).masked_fill(task == IMAGE_GIVEN, 0.0)
-    p_txt = torch.where(task == IMAGE_GIVEN, mask_prob(t ** i2t_power), p_joint).masked_fill(task == TEXT_GIVEN, 0.0)
-    zero = torch.zeros_like(p_img)
-    return torch.where(segment_ids == IMAGE, p_img[:, None], torch.where(segment_ids == TEXT, p_txt[:, None], zero[:, None]))
+    p_img = torch.where(task == TEXT_GIVEN, mask_prob(t ** t2i_power), p_joint).masked_fill(task == IMAGE_GIVEN, 0)
+    p_txt = torch.where(task == IMAGE_GIVEN, mask_prob(t ** i2t_power), p_joint).masked_fill(task == TEXT_GIVEN, 0)
+    p = torch.where(segment_ids == IMAGE, p_img[:, None], p_txt[:, None])                   # (B, T)
+    return p.masked_fill(segment_ids == 0, 0.0)
+
+
+def restrict_logits(logits, legal_pos, mask_id):
+    """Rules 1 and 2 of subs_logprobs: -inf on the ids a position may not produce. Returns float32 logits (..., V)."""
+    logits = logits.float().masked_fill(~legal_pos, float('-inf'))
+    logits[..., mask_id] = float('-inf')
+    return logits
 
 
 def subs_logprobs(logits, xt, legal_pos, mask_id):
-    """SUBS parameterisation (MDLM §3.2, diffusion.py _subs_parameterization), plus MeDiM's per-segment restriction (§2.5):
+    """SUBS parameterisation (MDLM §3.2, diffusion.py _subs_parameterization) + MeDiM's per-segment restriction (§2.5):
       1. a position may only produce the ids legal for its segment (image codes at image slots, text ids at text slots);
       2. zero masking probability: [MASK] is never predicted (logit -inf);
       3. carry-over unmasking: an unmasked position copies its token, log p = 0 at xt and -inf elsewhere.
-    logits (..., V), xt (...), legal_pos bool (..., V) (or broadcastable, e.g. legal[segment_ids]). Returns log p (..., V)."""
-    logits = logits.float().masked_fill(~legal_pos, float('-inf'))
-    logits[..., mask_id] = float('-inf')
-    logp = logits.log_softmax(dim=-1)
+    logits (..., V), xt (...), legal_pos bool (..., V) or broadcastable (legal[segment_ids]). Returns log p (..., V)."""
+    logp = restrict_logits(logits, legal_pos, mask_id).log_softmax(dim=-1)
     copy = torch.full_like(logp, float('-inf')).scatter_(-1, xt.unsqueeze(-1), 0.0)
     return torch.where((xt != mask_id).unsqueeze(-1), copy, logp)
 
@@ -395,25 +406,27 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     p_mask = token_mask_probs(t, seg, task, i2t_power=i2t_power, t2i_power=t2i_power)  # (B, T)
     xt = q_xt(x0, p_mask, cfg.mask_id, generator)
     masked = xt == cfg.mask_id                                                         # (B, T)
+    rows = masked.flatten().nonzero().squeeze(1)  # (M,) the masked tokens; found before the forward (see MeDiM.forward)
+    seg_m, x0_m = seg.flatten()[rows], x0.flatten()[rows]                              # (M,) each
     # 2. denoise: logits only where there is something to predict
     t_in = masked.sum(1) / diffused.sum(1).clamp(min=1)                                # (B,)
-    logits = model(xt, t_in, logits_at=masked)                                         # (M, V)
-    logp = subs_logprobs(logits, xt[masked], legal[seg[masked]], cfg.mask_id)          # (M, V)
-    nll = -logp.gather(-1, x0[masked].unsqueeze(-1)).squeeze(-1)                       # (M,)
+    logits = model(xt, t_in, logits_at=masked)                                         # (M, V), rows in `rows` order
+    # SUBS at a masked position is rules 1-2 of subs_logprobs (rule 3 concerns unmasked tokens, which carry no loss),
+    # so cross_entropy (log-softmax + gather in one op) on the restricted logits is -log p_theta(x0 | xt).
+    nll = F.cross_entropy(restrict_logits(logits, legal[seg_m], cfg.mask_id), x0_m, reduction='none')  # (M,)
     # 3. reduce
     if loss_weight == 'elbo':
-        per_token = nll / p_mask[masked]                                               # (M,) CE x 1/p_mask
+        per_token = nll / p_mask.flatten()[rows]                                       # (M,) CE x 1/p_mask
         denom = {s: (seg == s).sum().clamp(min=1) for s in (IMAGE, TEXT)}             # diffused tokens per modality
         loss = per_token.sum() / diffused.sum()
     else:
         per_token = nll
-        denom = {s: (seg[masked] == s).sum().clamp(min=1) for s in (IMAGE, TEXT)}     # masked tokens per modality
+        denom = {s: (seg_m == s).sum().clamp(min=1) for s in (IMAGE, TEXT)}           # masked tokens per modality
         loss = per_token.sum() / masked.sum().clamp(min=1)
-    with torch.no_grad():
-        seg_m = seg[masked]
+    with torch.no_grad():  # products, not boolean indexing: no GPU sync
         stats = dict(loss=loss.detach(),
-                     loss_image=per_token[seg_m == IMAGE].sum() / denom[IMAGE],
-                     loss_text=per_token[seg_m == TEXT].sum() / denom[TEXT],
+                     loss_image=(per_token * (seg_m == IMAGE)).sum() / denom[IMAGE],
+                     loss_text=(per_token * (seg_m == TEXT)).sum() / denom[TEXT],
                      mask_frac=masked.sum() / diffused.sum(),
                      frac_text_given=(task == TEXT_GIVEN).float().mean(),
                      frac_image_given=(task == IMAGE_GIVEN).float().mean())
@@ -446,6 +459,20 @@ def gumbel(shape, generator, device):
     return -torch.log(-torch.log(_uniform(shape, generator, device, torch.float64)))
 
 
+def draw_tokens(logp, temperature, generator):
+    """One id per row of logp (M, V) from softmax(logp / temperature) (temperature 0 = argmax), by inverse-CDF sampling:
+    one float64 uniform per row against the float64 running sum of the probabilities. The failure LLaDA quotes (see
+    gumbel) comes from float32 Gumbel noise, whose truncated tail lowers the effective temperature; here nothing is
+    truncated (each float32 probability is off by ~1e-7 relative, unbiased, and the sum over the vocabulary is float64),
+    and one uniform per row instead of one Gumbel per vocabulary entry keeps sampling cheap next to the forwards."""
+    if temperature == 0:
+        return logp.argmax(-1)
+    probs = logp.exp() if temperature == 1 else (logp / temperature).softmax(-1)                    # (M, V)
+    cdf = probs.cumsum(-1, dtype=torch.float64)                                                      # (M, V)
+    u = _uniform((logp.shape[0], 1), generator, logp.device, torch.float64) * cdf[:, -1:]           # (M, 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logp.shape[1] - 1)  # first id with cdf > u
+
+
 def top_n_per_row(score, n):
     """bool (B, T): True at the n[b] highest scores of each row b (a different n per row, no Python loop over rows)."""
     order = score.argsort(dim=1, descending=True, stable=True)                                # (B, T)
@@ -453,11 +480,13 @@ def top_n_per_row(score, n):
     return rank < n[:, None]
 
 
-def guided_logits(model, x, t, x_uncond, t_uncond, w):
+def guided_logits(model, x, t, x_uncond, t_uncond, w, logits_at=None):
     """Classifier-free guidance (1 + w) c - w u, with the conditional and unconditional rows in ONE batched forward
-    (DiT forward_with_cfg, LLaDA). x, x_uncond (B, T); t, t_uncond, w (B,). Returns (B, T, V)."""
-    c, u = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond])).chunk(2)  # (B, T, V) each
-    w = w[:, None, None]
+    (DiT forward_with_cfg, LLaDA). x, x_uncond (B, T); t, t_uncond, w (B,); logits_at optional bool (B, T).
+    Returns (B, T, V), or (M, V) at the logits_at positions."""
+    at = None if logits_at is None else torch.cat([logits_at, logits_at])             # same positions in both halves
+    c, u = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond]), logits_at=at).chunk(2)  # (B, T, V) or (M, V)
+    w = w[:, None, None] if logits_at is None else w[:, None].expand_as(logits_at)[logits_at][:, None]
     return (1 + w) * c - w * u
 
 
@@ -470,8 +499,9 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
 
     segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss. Arguments:
       steps              steps per modality (image_steps / text_steps override it per modality), at most one per
-                         masked token. Each modality follows its own reveal_counts table; both start at step 0, so the shorter one finishes first (a joint
-                         pair with image_steps < text_steps finishes its image, then writes the rest of the report).
+                         masked token. Each modality follows its own reveal_counts table; both start at step 0, so the
+                         shorter one finishes first (a joint pair with image_steps < text_steps finishes its image,
+                         then writes the rest of the report against it).
       cfg_scale          guidance w: logits (1 + w) c - w u, where u is the same x with the conditioning (diffused,
                          unmasked at the start) tokens replaced by [MASK]; 0 turns CFG off (no extra rows).
       cfg_schedule       'linear': w = cfg_scale * (1 - t), t = masked share of the tokens to generate (the official
@@ -481,9 +511,9 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
       token_temperature  tokens are drawn from softmax(log p / token_temperature) (1 = the model's distribution, as
                          the official multinomial); 0 = argmax.
       text_left_to_right reveal text slots in position order instead of by confidence, the same number at every step
-                         (still token_temperature for the token). Confidence-first decoding fills "no", ".", "is" first and repeats words; left-to-right
-                         (text_steps = L for one token per step, fewer for semi-autoregressive blocks) was worth +0.10 to
-                         0.14 label F1 in the calibration run.
+                         (tokens still drawn with token_temperature). Confidence-first decoding fills "no", ".", "is"
+                         first and repeats words; left-to-right (text_steps = L for one token per step, fewer for
+                         semi-autoregressive blocks) was worth +0.10 to 0.14 label F1 in the calibration run.
       generator          torch.Generator: the same seed gives the same samples.
     The time input at each step is the masked fraction of each row's diffused tokens, as in training. Tokens are only
     ever written at masked positions, so nothing revealed is re-masked. Text is not cut at <eos> here (the caller does).
@@ -501,7 +531,7 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
         raise ValueError("sample: [MASK] at a never-diffused position (segment 0: domain tag, <boi>, <eoi>)")
     cond = (seg > 0) & ~todo                                  # the condition: never changes; masked in the uncond rows
     use_cfg = cfg_scale != 0 and bool(cond.any())
-    legal_pos = legal.to(x.device)[seg]                                                   # (B, T, V)
+    legal = legal.to(x.device)
     n_diffused = (seg > 0).sum(1).clamp(min=1)                                            # (B,)
     tables = {}                                                                           # segment -> (B, S_seg)
     for s, s_steps in ((IMAGE, image_steps or steps), (TEXT, text_steps or steps)):
@@ -512,27 +542,27 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
     S = max((tab.shape[1] for tab in tables.values()), default=0)
     positions = torch.arange(T, device=x.device, dtype=torch.float64).expand(B, T)
 
-    def log_probs(x):  # one denoiser call: (B, T, V) SUBS log-probs, guided when CFG is on
-        masked = x == mask_id
+    def log_probs(x, masked):
+        """One denoiser call -> log p_theta (M, V) at the masked positions, guided when CFG is on. There SUBS is just
+        the restricted softmax (subs_logprobs rules 1-2); the copy rule concerns tokens we never touch."""
         t = masked.sum(1) / n_diffused
         if not use_cfg:
-            return subs_logprobs(model(x, t), x, legal_pos, mask_id)
-        x_u = torch.where(cond, mask_id, x)
-        t_u = (x_u == mask_id).sum(1) / n_diffused
-        remaining = (masked & todo).sum(1) / todo.sum(1).clamp(min=1)                    # 1 at the start, 0 at the end
-        w = cfg_scale * (1 - remaining) if cfg_schedule == 'linear' else torch.full_like(t, cfg_scale)
-        return subs_logprobs(guided_logits(model, x, t, x_u, t_u, w), x, legal_pos, mask_id)
+            logits = model(x, t, logits_at=masked)                                        # (M, V)
+        else:
+            x_u = torch.where(cond, mask_id, x)
+            t_u = (x_u == mask_id).sum(1) / n_diffused
+            remaining = (masked & todo).sum(1) / todo.sum(1).clamp(min=1)                # 1 at the start, 0 at the end
+            w = cfg_scale * (1 - remaining) if cfg_schedule == 'linear' else torch.full_like(t, cfg_scale)
+            logits = guided_logits(model, x, t, x_u, t_u, w, logits_at=masked)            # (M, V)
+        return restrict_logits(logits, legal[seg[masked]], mask_id).log_softmax(-1)
 
     for i in range(S):
         masked = x == mask_id                                                             # (B, T)
-        logp = log_probs(x)                                                               # (B, T, V)
-        # draw a token at every masked position (Gumbel-max = sampling from softmax(logp / token_temperature))
-        lp = logp[masked].double()                                                        # (M, V)
-        z = lp / token_temperature + gumbel(lp.shape, generator, x.device) if token_temperature > 0 else lp
-        drawn = z.argmax(-1)                                                              # (M,)
+        logp = log_probs(x, masked)                                                       # (M, V)
+        drawn = draw_tokens(logp, token_temperature, generator)                           # (M,) one per masked slot
         tokens = torch.full_like(x, mask_id).masked_scatter_(masked, drawn)               # (B, T)
         conf = torch.zeros(B, T, dtype=torch.float64, device=x.device)
-        conf[masked] = lp.gather(-1, drawn[:, None]).squeeze(-1)                          # log p(drawn token)
+        conf[masked] = logp.gather(-1, drawn[:, None]).squeeze(-1).double()               # log p(drawn token)
         conf = conf + temperature * (1 - (i + 1) / S) * gumbel((B, T), generator, x.device)
         reveal = torch.zeros_like(masked)
         for s, table in tables.items():
@@ -544,7 +574,7 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
         x = torch.where(reveal, tokens, x)
     masked = x == mask_id
     if masked.any():  # a guard (the count tables reveal everything): argmax-fill leftovers, the official noise removal
-        x = torch.where(masked, log_probs(x).argmax(-1), x)
+        x = x.masked_scatter(masked, log_probs(x, masked).argmax(-1))
     return x
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -589,7 +619,7 @@ def read_safetensor(path, entry, data_start):
 
 
 def checkpoint_index(hf_dir):
-    """{tensor name: (file, entry, data_start)} over model.safetensors or the shards named by model.safetensors.index.json."""
+    """{tensor name: (file, entry, data_start)} over model.safetensors, or the shards model.safetensors.index.json names."""
     index_path = os.path.join(hf_dir, 'model.safetensors.index.json')
     if os.path.exists(index_path):
         with open(index_path) as f:
@@ -598,7 +628,7 @@ def checkpoint_index(hf_dir):
     else:
         files = sorted(f for f in os.listdir(hf_dir) if f.endswith('.safetensors'))
     if not files:
-        raise FileNotFoundError(f"{hf_dir}: no *.safetensors weights (save with save_pretrained(safe_serialization=True))")
+        raise FileNotFoundError(f"{hf_dir}: no *.safetensors weights (write them with save_pretrained(...))")
     index = {}
     for name in files:
         path = os.path.join(hf_dir, name)
@@ -613,7 +643,7 @@ HF_FAMILIES = {'LlamaForCausalLM': 'llama', 'Qwen2ForCausalLM': 'qwen2', 'GemmaF
 
 
 def config_from_hf(hf, path):
-    """Map an HF config.json dict onto MeDiMConfig fields (architecture only). Refuses what this file does not implement."""
+    """Map an HF config.json dict onto MeDiMConfig fields (architecture only); refuse what this file does not implement."""
     arch = (hf.get('architectures') or [None])[0]
     family = HF_FAMILIES.get(arch) or (hf.get('model_type') if hf.get('model_type') in HF_FAMILIES.values() else None)
     if family is None:

@@ -92,8 +92,8 @@ def condition_on_prompt(tok, n: int, domain: str, prompt: str = "") -> torch.Ten
 
 
 @torch.no_grad()
-def generate(model: MeDiM, tok, x: torch.Tensor, *, steps=16, cfg_scale=0.0, temperature=1.0, seed=0,
-             text_left_to_right=True, batch_size=256) -> list[tuple[str, np.ndarray, str]]:
+def generate(model: MeDiM, tok, x: torch.Tensor, *, steps=16, cfg_scale=0.0, temperature=1.0, token_temperature=1.0,
+             seed=0, text_left_to_right=True, text_steps=None, batch_size=256) -> list[tuple[str, np.ndarray, str]]:
     """Fill every [MASK] of x (B, T) and decode each row into (report, image uint8, domain)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -101,7 +101,8 @@ def generate(model: MeDiM, tok, x: torch.Tensor, *, steps=16, cfg_scale=0.0, tem
     out = []
     for chunk in x.split(batch_size):
         filled = medim.sample(model, chunk.to(device), seg, legal, steps=steps, cfg_scale=cfg_scale,
-                              temperature=temperature, generator=gen, text_left_to_right=text_left_to_right)
+                              temperature=temperature, token_temperature=token_temperature, generator=gen,
+                              text_left_to_right=text_left_to_right, text_steps=text_steps)
         out.extend(tok.decode(row) for row in filled.cpu().numpy())
     return out
 

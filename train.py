@@ -75,12 +75,18 @@ class TrainConfig:
     # diffusion recipe (see medim.diffusion_loss)
     cond_frac: float = 0.15        # share of samples with one modality clean and the other masked
     cond_text_share: float = 0.5   # of those, share where the report is the condition (report → image)
+    i2t_power: float = 0.0         # in image-given rows the report is masked at rate t**power (0 = fully masked)
+    t2i_power: float = 0.0         # in report-given rows the image is masked at rate t**power
+    loss_weight: str = "elbo"      # elbo (1/t, MDLM) | uniform
     # evaluation and sampling
     eval_every: int = 0            # 0 = only at the end
     n_eval: int = 200
     sample_steps: int = 16
     cfg_scale: float = 0.0
     text_left_to_right: bool = True
+    token_temperature: float = 1.0  # 0 = argmax tokens
+    text_steps: int = 0            # image→report steps; 0 = one text slot per step when text_left_to_right
+    temperature: float = 1.0       # Gumbel noise on the confidence (MaskGIT choice temperature)
     oracle_steps: int = 0          # 0 = eval.py's default training length for the synthetic-data oracle
     ckpt_every: int = 250
     log_every: int = 100
@@ -177,11 +183,10 @@ class Log:
 
 def build_model(cfg: TrainConfig, vocab, log) -> MeDiM:
     if cfg.init_from:
-        model = medim.from_pretrained(cfg.init_from, n_layers=cfg.n_layers if cfg.n_layers else None,
-                                      new_vocab_size=vocab.size, time_cond=cfg.time_cond, causal=cfg.causal)
-        model.config.mask_id = vocab.mask_id
-        model.config.seq_len = vocab.seq_len
-        log(f"initialised from {cfg.init_from}: {model.config.n_layers} layers, d={model.config.d_model}")
+        model = medim.from_pretrained(cfg.init_from, n_layers=cfg.n_layers or None, new_vocab_size=vocab.size,
+                                      time_cond=cfg.time_cond, causal=cfg.causal, seq_len=vocab.seq_len,
+                                      mask_id=vocab.mask_id, seed=cfg.seed)
+        log(f"initialised from {cfg.init_from}: {model.cfg.n_layers} layers, d={model.cfg.d_model}")
         return model
     mcfg = MeDiMConfig(vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id, d_model=cfg.d_model,
                        n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, d_ff=_ffn_width(cfg.d_model),
@@ -249,11 +254,11 @@ def main(argv=None):
     # -- model, optimizer, EMA ---------------------------------------------------------------------------------------------
     model = build_model(cfg, vocab, log).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params / 1e6:.2f}M parameters, {model.config.n_layers} layers, d={model.config.d_model}, "
-        f"{'causal' if model.config.causal else 'bidirectional'}, time_cond={model.config.time_cond}")
+    log(f"model: {n_params / 1e6:.2f}M parameters, {model.cfg.n_layers} layers, d={model.cfg.d_model}, "
+        f"{'causal' if model.cfg.causal else 'bidirectional'}, time_cond={model.cfg.time_cond}")
     if master:
         with open(os.path.join(cfg.out, "config.json"), "w") as f:
-            json.dump({"train": asdict(cfg), "model": asdict(model.config)}, f, indent=2)
+            json.dump({"train": asdict(cfg), "model": asdict(model.cfg)}, f, indent=2)
     optimizer = configure_optimizer(model, cfg, device_type)
     ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
     segment_ids, legal = vocab.segment_ids.to(device), vocab.legal.to(device)
@@ -278,6 +283,7 @@ def main(argv=None):
         train_model = torch.compile(model)
     if ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
+    train_model.cfg = model.cfg  # medim.diffusion_loss reads model.cfg through the DDP / compile wrappers
 
     def checkpoint(step):
         gens = [noise_gen.get_state()]
@@ -286,7 +292,7 @@ def main(argv=None):
             dist.all_gather_object(gens, noise_gen.get_state())
         if master:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "ema": ema, "model_config": asdict(model.config), "train_config": asdict(cfg),
+                         "ema": ema, "model_config": asdict(model.cfg), "train_config": asdict(cfg),
                          "step": step, "stats": stats, "batch_gen": batch_gen.get_state(), "noise_gen": gens,
                          "torch_rng": torch.get_rng_state(), "tokenizer_dir": os.path.abspath(cfg.out)}, ckpt_path)
 
@@ -305,7 +311,9 @@ def main(argv=None):
                 g["lr"] = get_lr(step, cfg)
             with autocast:
                 loss, parts = medim.diffusion_loss(train_model, x0, segment_ids, legal, generator=noise_gen,
-                                                   cond_frac=cfg.cond_frac, cond_text_share=cfg.cond_text_share)
+                                                   cond_frac=cfg.cond_frac, cond_text_share=cfg.cond_text_share,
+                                                   i2t_power=cfg.i2t_power, t2i_power=cfg.t2i_power,
+                                                   loss_weight=cfg.loss_weight)
             if not torch.isfinite(loss):
                 stats["skipped_steps"] += 1
                 bad_in_row += 1
@@ -384,7 +392,7 @@ def load_split(cfg: TrainConfig, split: str, log):
 def check_compatible(ck: dict, model: MeDiM, path: str):
     """A checkpoint from another config must say so, not fail deep inside load_state_dict."""
     saved = ck.get("model_config", {})
-    ours = asdict(model.config)
+    ours = asdict(model.cfg)
     diff = {k: (saved.get(k), v) for k, v in ours.items() if k in saved and saved[k] != v}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())

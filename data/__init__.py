@@ -27,20 +27,39 @@ SYNTHETIC_DOMAINS = {"synthetic": "cxr", "synthetic-path": "path"}
 NAMES = tuple(SYNTHETIC_DOMAINS) + tuple(REAL_LOADERS)
 
 
-def _keyword_options(fn) -> set[str]:
-    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
-
-
 def _synthetic_dataset():
     from .synthetic import SyntheticDataset  # lazy: data/synthetic.py is another module; real loaders work without it
     return SyntheticDataset
 
 
-def _options_of(name: str) -> set[str]:
+def _option_defaults(name: str) -> dict:
+    """{option: default} that source `name` accepts beyond the common arguments."""
     if name in REAL_LOADERS:
-        return _keyword_options(REAL_LOADERS[name])
-    params = inspect.signature(_synthetic_dataset()).parameters
-    return set(params) - {"self", "domain", "split", "n", "image_size", "seed"}
+        params = inspect.signature(REAL_LOADERS[name]).parameters.values()
+        return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    params = inspect.signature(_synthetic_dataset()).parameters.values()
+    return {p.name: p.default for p in params if p.name not in ("self", "domain", "split", "n", "image_size", "seed")}
+
+
+def _check_options(names: list[str], options: dict) -> dict[str, dict]:
+    """Each requested source gets the options it takes. An option only another source takes is ignored while it has
+    that source's default value (so a script may always pass e.g. shuffle_sentences=False), else it is an error."""
+    known = {n: _option_defaults(n) for n in set(names)}
+    others = {}
+    for n in set(NAMES) - set(names):
+        try:
+            others.update(_option_defaults(n))
+        except ImportError:  # data/synthetic.py missing: its options are simply unknown
+            pass
+    for key, value in options.items():
+        if any(key in k for k in known.values()):
+            continue
+        if key in others and value == others[key]:
+            continue
+        where = "it belongs to another source" if key in others else "no source takes it"
+        raise ValueError(f"option {key}={value!r} does not apply to --data {','.join(names)} ({where}); options they "
+                         f"take: {sorted(set().union(*known.values()))}")
+    return {n: {k: v for k, v in options.items() if k in known[n]} for n in set(names)}
 
 
 def _aligned_dirs(names: list[str], data_dir) -> list:
@@ -48,6 +67,8 @@ def _aligned_dirs(names: list[str], data_dir) -> list:
     (one dir per real source, in order) also works, as does ',A'."""
     dirs = [d.strip() or None for d in str(data_dir).split(",")] if data_dir not in (None, "") else []
     real = [n for n in names if n in REAL_LOADERS]
+    if not dirs:
+        return [None] * len(names)  # a real source without a dir raises its own error, naming its layouts
     if len(dirs) == len(names):
         return dirs
     if len(dirs) == len(real):
@@ -64,20 +85,17 @@ def load_pairs(name: str, split: str, data_dir=None, image_size: int = 64, seed:
     limit: a seeded random subset of that many items per source (before images are read).
     cache_dir: where real loaders keep their pre-processed image stacks (default <data_dir>/.cache).
     options: passed to every source whose loader takes them (see load_mimic / load_pathgen / SyntheticDataset);
-    an option no requested source knows is an error."""
+    an option no requested source takes is an error, unless it is another source's option at its default value."""
     names = [n.strip().lower() for n in str(name).split(",") if n.strip()]
     unknown = [n for n in names if n not in NAMES]
     if not names or unknown:
         raise ValueError(f"unknown data source {unknown or name!r}; choose from {NAMES} (comma-separated to mix)")
     split = canonical_split(split)
     dirs = _aligned_dirs(names, data_dir)
-    known = {n: _options_of(n) for n in set(names)}
-    stray = sorted(set(options) - set().union(*known.values()))
-    if stray:
-        raise ValueError(f"unknown option(s) {stray} for {names}; known: {sorted(set().union(*known.values()))}")
+    per_source = _check_options(names, options)
     parts = []
     for n, d in zip(names, dirs):
-        mine = {k: v for k, v in options.items() if k in known[n]}
+        mine = per_source[n]
         if n in SYNTHETIC_DOMAINS:
             parts.append(_synthetic_dataset()(domain=SYNTHETIC_DOMAINS[n], split=split, n=limit,
                                               image_size=image_size, seed=seed, **mine))

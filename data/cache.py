@@ -48,7 +48,8 @@ def write_json_atomic(path: Path, obj):
     os.replace(tmp, path)
 
 
-def cached_records(cache_dir: Path, key: str, build, report: LoadReport, rebuild: bool = False) -> tuple[list[Record], bool]:
+def cached_records(cache_dir: Path, key: str, build, report: LoadReport,
+                   rebuild: bool = False) -> tuple[list[Record], bool]:
     """The record list from the cache when present, else `build()` (which fills `report`) and store it."""
     path = Path(cache_dir) / f"records-{key}.json"
     if path.is_file() and not rebuild:
@@ -58,7 +59,8 @@ def cached_records(cache_dir: Path, key: str, build, report: LoadReport, rebuild
         return [Record(**r) for r in saved["records"]], True
     records = build()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"version": CACHE_VERSION, "records": [r.to_json() for r in records], "report": report.state()})
+    write_json_atomic(path, {"version": CACHE_VERSION, "records": [r.to_json() for r in records],
+                             "report": report.state()})
     return records, False
 
 
@@ -84,7 +86,7 @@ def _decode(record: Record, domain: str, size: int, window: str, pad_fill):
 
 
 def preprocess_images(records: list[Record], domain: str, size: int, npy_path: Path, report: LoadReport,
-                      root: Path, window: str = "bits", pad_fill=None, workers: int = 0) -> np.ndarray:
+                      root: Path, window: str = "bits", pad_fill=None, workers: int | None = None) -> np.ndarray:
     """Decode + resize all images into a (N, S, S[, 3]) uint8 .npy; returns the row index of each kept record
     (-1 = skipped). Threads, not processes: PIL releases the GIL while decoding, and threads need no
     `if __name__ == '__main__'` guard in the calling script."""
@@ -92,6 +94,8 @@ def preprocess_images(records: list[Record], domain: str, size: int, npy_path: P
     tmp = npy_path.with_name(npy_path.name + f".tmp{os.getpid()}.npy")
     stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     rows = np.full(len(records), -1, dtype=np.int64)
+    if workers is None:  # auto: threads only pay off on big jobs (MIMIC train: ~15 ms per full-size JPEG)
+        workers = min(8, os.cpu_count() or 1) if len(records) >= 2000 else 0
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     bar = tqdm(total=len(records), desc=f"[data] caching {len(records)} images at {size}px", unit="img",
                disable=len(records) < 500)
@@ -144,6 +148,18 @@ class PairList(Sequence):
         image = np.array(self.images[self.rows[i]])  # a copy: callers may modify it, the memmap is read-only
         return Pair(image=image, report=r.report, domain=r.domain, uid=r.uid, labels=r.labels, meta=dict(r.meta))
 
+    def __getstate__(self):
+        """Pickle (DataLoader workers under 'spawn') the .npy path, not a copy of the whole memory-mapped stack."""
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap):
+            state["images"] = str(self.images.filename)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state["images"], str):
+            state["images"] = np.load(state["images"], mmap_mode="r")
+        self.__dict__.update(state)
+
     @property
     def reports(self) -> list[str]:
         return [r.report for r in self.records]
@@ -162,7 +178,7 @@ def take(records: list, limit: int | None, seed: int) -> list:
 
 
 def build_pairs(records: list[Record], domain: str, image_size: int, cache_dir: Path, report: LoadReport, root: Path,
-                *, window: str = "bits", pad_fill=None, workers: int = 0, rebuild: bool = False,
+                *, window: str = "bits", pad_fill=None, workers: int | None = None, rebuild: bool = False,
                 records_cached: bool = False) -> PairList:
     """Images for `records` from the cache (or the pass), then the load summary. Raises when nothing is left."""
     if not records:

@@ -19,6 +19,8 @@ import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from tqdm import tqdm
+
 from .cache import build_pairs, cached_records, default_cache_dir, take
 from .images import IMAGE_EXTS
 from .records import (SPLIT_ALIASES, LoadReport, Record, cache_key, clean_text, decode_text, find_file, fingerprint,
@@ -248,9 +250,11 @@ def physionet_records(root: Path, split: str, report: LoadReport, *, reports_dir
     if reports is not None:
         report.notes.append(f"reports from {reports.location}")
     records = []
-    for (subject, study), images in sorted(studies.items()):
+    for (subject, study), images in tqdm(sorted(studies.items()), desc=f"[data] MIMIC-CXR {split} reports",
+                                         unit="study", disable=len(studies) < 2000):
         where = study_report_name(subject, study)
-        chosen = sorted((im for im in images if allowed is None or im[1] in allowed), key=lambda im: (view_rank(im[1]), im[0]))
+        chosen = [im for im in images if allowed is None or im[1] in allowed]
+        chosen.sort(key=lambda im: (view_rank(im[1]), im[0]))
         if not chosen:
             report.skip(f"no {views if isinstance(views, str) else '/'.join(views)} image in study", f"s{study}")
             continue
@@ -357,23 +361,24 @@ def detect_layout(root: Path, annotation=None) -> str:
     folders = list(split_dirs(root).values()) or ([root] if root.is_dir() else [])
     if any(p.suffix.lower() in IMAGE_EXTS for f in folders for p in f.iterdir()):
         return "flat"
-    raise FileNotFoundError(f"--data-dir {root} does not look like MIMIC-CXR data; {LAYOUTS_HELP}\nfound: {listing(root)}")
+    raise FileNotFoundError(f"--data-dir {root} does not look like MIMIC-CXR data; {LAYOUTS_HELP}\n"
+                            f"found: {listing(root)}")
 
 
 def load_mimic(split: str, data_dir, *, image_size: int = 64, seed: int = 0, limit: int | None = None,
                cache_dir=None, layout: str | None = None, section: str = "findings", fallback: bool = False,
                deid: str = "keep", views="frontal", one_per_study: bool = True, labeler: str | None = "chexpert",
                reports_dir=None, annotation=None, image_dir=None, all_images: bool = False,
-               val_fraction: float = 0.02, test_fraction: float = 0.02, strict: bool = False, workers: int = 0,
-               window: str = "bits", pad_fill=None, rebuild_cache: bool = False):
+               val_fraction: float = 0.02, test_fraction: float = 0.02, strict: bool = False,
+               workers: int | None = None, window: str = "bits", pad_fill=None, rebuild_cache: bool = False):
     """MIMIC-CXR (or IU X-ray via R2Gen's annotation.json) pairs for one split; see the module docstring.
 
     Options: layout ('physionet'|'r2gen'|'flat', default auto); physionet: section ('findings'|'impression'|'both'|
     'conclusion'), fallback, views ('frontal'|'all'|'PA,AP,...'), one_per_study, labeler ('chexpert'|'negbio'|None),
     reports_dir; r2gen: annotation, image_dir, all_images (every view of an IU study, not only the first);
     flat: val_fraction / test_fraction (split by patient when folders lack one); all: deid ('keep'|'strip' the '___'
-    blanks), strict (raise instead of skip), workers (decoding threads), window ('bits'|'minmax' for 16-bit),
-    pad_fill, rebuild_cache."""
+    blanks), strict (raise instead of skip), workers (decoding threads; default up to 8 for big jobs),
+    window ('bits'|'minmax' for 16-bit), pad_fill, rebuild_cache."""
     if data_dir is None:
         raise ValueError(f"--data mimic needs --data-dir; {LAYOUTS_HELP}")
     root = Path(data_dir).expanduser()
@@ -402,6 +407,7 @@ def load_mimic(split: str, data_dir, *, image_size: int = 64, seed: int = 0, lim
     else:
         raise ValueError(f"layout must be 'physionet', 'r2gen' or 'flat', got {layout!r}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
+    cache_dir.mkdir(parents=True, exist_ok=True)  # before the fingerprint: creating <root>/.cache changes root's mtime
     key = cache_key("mimic", layout, str(root.resolve()), split, fingerprint(index),
                     {k: v for k, v in options.items() if k != "parse_name"})
     records, cached = cached_records(cache_dir, key, build, report, rebuild_cache)

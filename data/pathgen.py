@@ -58,7 +58,8 @@ def read_entries(path: Path, report: LoadReport) -> list:
         return [{**e, "split": key} for key, items in data.items() if isinstance(items, list)
                 for e in items if isinstance(e, dict)]
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of {{wsi_id, position, caption}} entries, got {type(data).__name__}")
+        raise ValueError(f"{path}: expected a JSON list of {{wsi_id, position, caption}} entries, "
+                         f"got {type(data).__name__}")
     return data
 
 
@@ -142,8 +143,8 @@ def detect_layout(root: Path, annotation=None) -> str:
 
 def load_pathgen(split: str, data_dir, *, image_size: int = 64, seed: int = 0, limit: int | None = None,
                  cache_dir=None, layout: str | None = None, annotation=None, image_dir=None, split_csv=None,
-                 val_fraction: float = 0.02, test_fraction: float = 0.02, strict: bool = False, workers: int = 0,
-                 window: str = "bits", pad_fill=None, rebuild_cache: bool = False):
+                 val_fraction: float = 0.02, test_fraction: float = 0.02, strict: bool = False,
+                 workers: int | None = None, window: str = "bits", pad_fill=None, rebuild_cache: bool = False):
     """PathGen pairs (domain 'path', RGB) for one split; see the module docstring.
 
     Options: layout ('json'|'flat', default auto); json: annotation (path of the .json/.jsonl), image_dir;
@@ -174,6 +175,7 @@ def load_pathgen(split: str, data_dir, *, image_size: int = 64, seed: int = 0, l
     else:
         raise ValueError(f"layout must be 'json' or 'flat', got {layout!r}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
+    cache_dir.mkdir(parents=True, exist_ok=True)  # before the fingerprint: creating <root>/.cache changes root's mtime
     key = cache_key("pathgen", layout, str(root.resolve()), split, fingerprint(index),
                     {k: v for k, v in options.items() if k != "parse_name"})
     records, cached = cached_records(cache_dir, key, build, report, rebuild_cache)

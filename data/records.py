@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val", "test": "test"}
 
@@ -72,7 +74,8 @@ class LoadReport:
     def skip(self, reason: str, where):
         """The item is dropped. `where` is a file name or id, never text content."""
         if self.strict:
-            raise ValueError(f"{self.source} {self.split}: {reason}: {where} (strict mode; pass strict=False to skip and count)")
+            raise ValueError(f"{self.source} {self.split}: {reason}: {where} "
+                             f"(strict mode; pass strict=False to skip and count)")
         self.skipped[reason] += 1
         self._example(reason, where)
 
@@ -107,7 +110,7 @@ class LoadReport:
 #                               Text and CSV reading                            #
 #################################################################################
 
-LONG_REPORT_CHARS = 2000  # MIMIC findings are ~300 chars on average; longer is kept (tokenizer truncates + counts) but noted
+LONG_REPORT_CHARS = 2000  # findings are a few hundred chars; longer is kept (the tokenizer truncates + counts), noted
 
 
 def decode_text(raw: bytes, report: LoadReport, where) -> str:
@@ -287,21 +290,21 @@ def flat_records(root: Path, split: str, report: LoadReport, *, domain: str, par
     else:
         raise FileNotFoundError(f"{root}: no folder for split '{split}' (looked for {list(SPLIT_DIRS[split])}); "
                                 f"{listing(root)}")
+    pairs = [pair for folder in folders for pair in paired_files(folder, image_exts, report, root, keep)]
     records = []
-    for folder in folders:
-        for image_path, text_path in paired_files(folder, image_exts, report, root, keep):
-            where = relative(text_path, root)
-            text = read_text(text_path, report, where)
-            if text is None:
-                continue
-            text = clean_text(text, deid)
-            if not text:
-                report.skip("empty report", where)
-                continue
-            note_length(text, report, where)
-            group, meta = parse_name(image_path.stem)
-            records.append(Record(uid=image_path.stem, domain=domain, image_path=str(image_path), report=text,
-                                  meta={**meta, "group": group, "split": split, "source": source}))
+    for image_path, text_path in tqdm(pairs, desc=f"[data] {split} texts", unit="file", disable=len(pairs) < 2000):
+        where = relative(text_path, root)
+        text = read_text(text_path, report, where)
+        if text is None:
+            continue
+        text = clean_text(text, deid)
+        if not text:
+            report.skip("empty report", where)
+            continue
+        note_length(text, report, where)
+        group, meta = parse_name(image_path.stem)
+        records.append(Record(uid=image_path.stem, domain=domain, image_path=str(image_path), report=text,
+                              meta={**meta, "group": group, "split": split, "source": source}))
     return records
 
 

@@ -206,7 +206,7 @@ def make_mimic_jpg_tree(root, reports: str = "folder", n_clean=(4, 2, 2)) -> dic
         ("T1", "10000001", "50000001", "train", images(("PA", "ok"), ("LATERAL", "ok")), REPORT_FULL,
          {"Cardiomegaly": "1.0", "Pleural Effusion": "-1.0", "Edema": "0.0"}),
         ("T2", "10000001", "50000002", "train", images(("AP", "ok")), REPORT_IMPRESSION_ONLY, {"Support Devices": "1.0"}),
-        ("T3", "10000002", "50000003", "train", images(("AP", "ok"), ("PA", "ok"), ("LATERAL", "ok")),
+        ("T3", "10000002", "50000003", "train", images(("PA", "ok"), ("AP", "ok"), ("LATERAL", "ok")),  # AP id sorts first
          REPORT_ADDENDUM, None),
         ("T4", "10000002", "50000004", "train", images(("LATERAL", "ok")), REPORT_FULL, no_finding),
         ("T5", "10000003", "50000005", "train", images(("PA", "corrupt")), REPORT_FULL, no_finding),
@@ -379,12 +379,13 @@ CAPTIONS = ("This H&E-stained section shows colonic mucosa with crowded, irregul
             "Lymphoid tissue with dense sheets of small mature lymphocytes. No malignant cells are identified.")
 
 
-def slides_in(split: str, count: int) -> list[str]:
-    """TCGA-like slide ids (made up) that the default slide-level split (val 2%, test 2%) puts in `split`."""
+def slides_in(split: str, count: int, test_fraction: float = 0.02) -> list[str]:
+    """TCGA-like slide ids (made up) that the default slide-level split (val 2%, test 2%; test 0% when carving val
+    out of a train/ folder) puts in `split`."""
     out, n = [], 0
     while len(out) < count:
         wsi = f"TCGA-Z{n % 10}-{1000 + n:04d}-01Z-00-DX1.{n:08x}-0000-4000-8000-{n:012x}"
-        if group_split(wsi, 0.02, 0.02) == split:
+        if group_split(wsi, 0.02, test_fraction) == split:
             out.append(wsi)
         n += 1
     return out
@@ -439,7 +440,8 @@ def make_pathgen(root, layout: str = "json", split_csv: bool = False) -> dict:
         manifest["slides"] = slides
     elif layout == "flat":
         # train/ holds 4 train slides + 1 slide that the default split carves out as val; test/ holds 2 slides
-        slides = [("train", w, "train") for w in slides_in("train", 4)] + [("train", slides_in("val", 1)[0], "val")]
+        slides = [("train", w, "train") for w in slides_in("train", 4, 0.0)]
+        slides += [("train", slides_in("val", 1, 0.0)[0], "val")]
         slides += [("test", f"TCGA-Y{k}-{2100 + k}-01Z-00-DX1.{k:08x}", "test") for k in range(2)]
         for n, (folder, wsi, split) in enumerate(slides, 1):
             stem = f"{wsi}_{448 * n}_{896}"

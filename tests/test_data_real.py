@@ -129,7 +129,7 @@ def test_mimic_pixels_equal_the_pil_pipeline_applied_directly(trees):
     expected = square_resize(Image.open(path).convert("L"), 48, fill=0)
     assert pair.image.shape == (48, 48)
     np.testing.assert_array_equal(pair.image, expected)
-    assert (pair.image[:4] == 0).all()  # 72x60 padded to a square with black rows on top
+    assert (pair.image[:2] == 0).all()  # 72x60 padded to a square with black rows on top
 
 
 def test_mimic_validate_and_test_splits(trees):
@@ -190,23 +190,39 @@ def test_load_summary_names_files_and_counts_but_never_report_text(trees, capsys
 
 def test_second_load_reads_no_image_and_no_report(trees, tmp_path, monkeypatch):
     m = trees["mimic"]
+    reads = {"image": 0, "report": 0}
+
+    def counting(kind, fn):
+        def wrapper(*a, **k):
+            reads[kind] += 1
+            return fn(*a, **k)
+        return wrapper
+    monkeypatch.setattr(data_cache, "read_image", counting("image", data_cache.read_image))
+    monkeypatch.setattr(ReportFiles, "read", counting("report", ReportFiles.read))
     first = load("mimic", "train", m, cache_dir=tmp_path)
     assert {p.name.split("-")[0] for p in tmp_path.iterdir()} == {"records", "images"}
-
-    def boom(*a, **k):
-        raise AssertionError("read from disk although cached")
-    monkeypatch.setattr(data_cache, "read_image", boom)
-    monkeypatch.setattr(ReportFiles, "read", boom)
+    assert reads["image"] == len(first) + 2 and reads["report"] > len(first)  # + the 2 corrupt images
+    reads.update(image=0, report=0)
     second = load("mimic", "train", m, cache_dir=tmp_path)
+    assert reads == {"image": 0, "report": 0}
     assert [p.uid for p in second] == [p.uid for p in first]
     assert second.load_report.skipped == first.load_report.skipped
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a.image, b.image)
         assert a.report == b.report and a.labels == b.labels
-    with pytest.raises(AssertionError, match="cached"):  # another size is another cache entry: images are re-read
-        load("mimic", "train", m, cache_dir=tmp_path, image_size=32)
-    monkeypatch.undo()
-    assert load("mimic", "train", m, cache_dir=tmp_path, image_size=32)[0].image.shape == (32, 32)
+    smaller = load("mimic", "train", m, cache_dir=tmp_path, image_size=32)  # another size: images re-read, not reports
+    assert reads == {"image": len(first) + 2, "report": 0} and smaller[0].image.shape == (32, 32)
+
+
+def test_default_cache_inside_data_dir_is_reused_by_the_flat_layout(tmp_path, monkeypatch):
+    f = make_medim_flat(tmp_path / "flat")
+    first = data.load_pairs("mimic", "train", str(f["root"]))
+    assert (f["root"] / ".cache").is_dir()
+    import data.records as data_records
+    monkeypatch.setattr(data_records, "read_text", lambda *a, **k: pytest.fail("text re-read although cached"))
+    monkeypatch.setattr(data_cache, "read_image", lambda *a, **k: pytest.fail("image re-read although cached"))
+    second = data.load_pairs("mimic", "train", str(f["root"]))
+    assert [p.report for p in second] == [p.report for p in first]
 
 
 def test_limit_takes_a_seeded_subset_in_order(trees, tmp_path):
@@ -317,9 +333,10 @@ def test_image_modes_become_8bit_without_clipping(tmp_path):
         "F": (Image.fromarray(np.full((8, 8), 0.5, np.float32), "F"), "cxr", 128),
         "CMYK": (Image.new("CMYK", (8, 8), (0, 0, 0, 0)), "path", 255),
         "LA": (Image.new("LA", (8, 8), (200, 0)), "cxr", 0),
-        "P": (Image.new("RGB", (8, 8), (10, 20, 30)).convert("P"), "path", None),
+        "P": (Image.new("P", (8, 8), 1), "path", None),
         "1": (Image.new("1", (8, 8), 1), "cxr", 255),
     }
+    cases["P"][0].putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
     for name, (img, domain, value) in cases.items():
         path = tmp_path / f"{name}.{'tif' if name in ('I32', 'F', 'CMYK') else 'png'}"
         img.save(path)
@@ -350,7 +367,8 @@ def test_dicom_values_follow_slope_window_and_monochrome1():
     # slope 2, intercept -100 -> [-100, 100, 300, 700]; window center 300 width 400 -> [100, 500]
     out = dicom_to_8bit(stored, 2, -100, 300, 400)
     np.testing.assert_array_equal(out, np.array([[0, 0], [128, 255]], np.uint8))
-    np.testing.assert_array_equal(dicom_to_8bit(stored, 2, -100, 300, 400, "MONOCHROME1"), 255 - out)
+    # MONOCHROME1: high values dark; 255 - 127.5 rounds to 128
+    np.testing.assert_array_equal(dicom_to_8bit(stored, 2, -100, 300, 400, "MONOCHROME1"), [[255, 255], [128, 0]])
     np.testing.assert_array_equal(dicom_to_8bit(stored), np.rint(stored / 400 * 255).astype(np.uint8))
 
 
@@ -419,8 +437,13 @@ def test_synthetic_names_dispatch_lazily_and_need_no_data_dir(trees, monkeypatch
     assert [d["domain"] for d in made] == ["cxr", "path"] and made[0]["split"] == "val" and made[0]["seed"] == 5
     assert made[0]["shuffle_sentences"] is True and made[0]["image_size"] == 32
     assert mixed.domains[:3] == ["cxr"] * 3 and mixed.domains[-3:] == ["path"] * 3 and len(mixed) == 9
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="no source takes it"):
         data.load_pairs("synthetic", "train", colour="blue")
+    with pytest.raises(ValueError, match="another source"):
+        data.load_pairs("synthetic", "train", section="both")
+    with pytest.raises(ValueError, match="another source"):
+        data.load_pairs("mimic", "train", str(trees["mimic"]["root"]), shuffle_sentences=True)
+    assert len(data.load_pairs("mimic", "train", str(trees["mimic"]["root"]), shuffle_sentences=False)) == 8
     with pytest.raises(ValueError, match="unknown data source"):
         data.load_pairs("imagenet", "train")
     with pytest.raises(ValueError, match="split"):

@@ -32,7 +32,8 @@ import eval as E
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 WORDNET_DIR = os.path.join(FIXTURES, "wordnet")
-_spec = importlib.util.spec_from_file_location("make_wordnet_fixture", os.path.join(FIXTURES, "make_wordnet_fixture.py"))
+_spec = importlib.util.spec_from_file_location("make_wordnet_fixture",
+                                               os.path.join(FIXTURES, "make_wordnet_fixture.py"))
 _fixture_module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fixture_module)
 FIXTURE_VOCAB = _fixture_module.VOCAB  # every word whose synonym lookups the fixture holds completely
@@ -42,7 +43,8 @@ VOCAB = ("the heart size is are normal Normal lungs lung clear clearly no effusi
 WEIGHTS = [(1.0,), (0.5, 0.5), (1 / 3,) * 3, (0.25,) * 4, (0.1, 0.3, 0.5, 0.1)]
 
 # shared/metrics-spec.md §9.1
-P1 = ("The heart size is normal. The lungs are clear.", "Heart size is normal. Lungs are clear without focal consolidation.")
+P1 = ("The heart size is normal. The lungs are clear.",
+      "Heart size is normal. Lungs are clear without focal consolidation.")
 P2 = ("There is mild enlargement of the cardiac silhouette. No pleural effusions.",
       "The cardiac silhouette is mildly enlarged. There is no pleural effusion or pneumothorax.")
 P3 = ("No acute findings in the chest.", "No acute process in the thorax.")
@@ -75,8 +77,9 @@ def random_report(rng):
     return " ".join(rng.sample(REPORT_SENTENCES, rng.randint(1, 4)))
 
 
-def close(ours, ref, rel=1e-9):
-    return math.isclose(ours, ref, rel_tol=rel, abs_tol=1e-300)
+def close(ours, ref):
+    """Within 1e-9 absolute AND relative, so that tiny values like NLTK's method0 1e-154 are compared too."""
+    return abs(ours - ref) <= 1e-9 and math.isclose(ours, ref, rel_tol=1e-9, abs_tol=1e-300)
 
 
 #### BLEU
@@ -128,16 +131,17 @@ def test_bleu_golden_numbers_and_edge_cases():
     assert np.allclose(m1, golden_m1, atol=5e-7)
     assert np.allclose(np.mean(m1, axis=0), [0.684985, 0.513199, 0.318137, 0.216306], atol=5e-7)
     nosm = [E.sentence_bleu([r], h, WEIGHTS[:4]) for h, r in tok]
-    assert close(nosm[1][3], 3.985e-78, rel=1e-3) and close(nosm[2][2], 1.743e-103, rel=1e-3)
-    assert close(nosm[2][3], 1.042e-154, rel=1e-3) and nosm[2][3] > 0  # method0 is tiny, never exactly 0
+    assert math.isclose(nosm[1][3], 3.985e-78, rel_tol=1e-3) and math.isclose(nosm[2][2], 1.743e-103, rel_tol=1e-3)
+    assert math.isclose(nosm[2][3], 1.042e-154, rel_tol=1e-3)  # method0 is tiny, never exactly 0
     corpus = E.corpus_bleu([[r] for _, r in tok], [h for h, _ in tok], WEIGHTS[:4], "method1")
     assert np.allclose(corpus, [0.673500, 0.511878, 0.362336, 0.250310], atol=5e-7)
     gts = {i: [" ".join(r)] for i, (_, r) in enumerate(tok)}
     res = {i: [" ".join(h)] for i, (h, _) in enumerate(tok)}
     coco_corpus, coco_each = E.coco_bleu(gts, res)
     assert np.allclose(coco_corpus, [0.673500, 0.511878, 0.362336, 0.250310], atol=5e-7)
-    assert close(coco_each[3][1], 3.263e-05, rel=1e-3) and close(coco_each[2][2], 3.625e-06, rel=1e-3)
-    assert close(coco_each[3][2], 1.045e-08, rel=1e-3)
+    assert math.isclose(coco_each[3][1], 3.263e-05, rel_tol=1e-3)  # pycocoevalcap: tiny, never 0
+    assert math.isclose(coco_each[2][2], 3.625e-06, rel_tol=1e-3)
+    assert math.isclose(coco_each[3][2], 1.045e-08, rel_tol=1e-3)
     # identical strings: 1 for every order; no unigram match or empty hypothesis: NLTK's integer 0
     assert E.sentence_bleu([tok[0][1]], tok[0][1], WEIGHTS[:4], "method1") == [1.0] * 4
     assert E.sentence_bleu([["a", "b"]], [], smoothing="method1") == 0 and type(E.sentence_bleu([["a"]], [])) is int
@@ -145,7 +149,7 @@ def test_bleu_golden_numbers_and_edge_cases():
     assert math.isclose(E.sentence_bleu([["no", "acute", "process", "."]], ["no", "acute"], smoothing="method1"),
                         (1 * 1 * 0.1 * 0.1) ** 0.25 * math.exp(-1))  # = 0.116334
     assert math.isclose(E.sentence_bleu([["normal"]], ["normal"], smoothing="method1"), 0.001 ** 0.25)
-    assert close(E.sentence_bleu([["normal"]], ["normal"]), 1.821832e-231, rel=1e-6)
+    assert math.isclose(E.sentence_bleu([["normal"]], ["normal"]), 1.821832e-231, rel_tol=1e-6)
     # closest reference length: |5-4| = |3-4| is a tie that goes to the shorter reference, so BP = 1
     assert E.sentence_bleu([list("abcde"), list("abc")], list("abcd"), (1,)) == 1.0
 
@@ -176,7 +180,8 @@ def test_porter_stem_equals_nltk_on_a_large_vocabulary():
     # every suffix rule on a few stems, plus the irregular table, case and non-ASCII quirks
     suffixes = ("ational tional enci anci izer bli alli entli eli ousli ization ation ator alism iveness fulness "
                 "ousness aliti iviti biliti fulli logi icate ative alize iciti ical ful ness al ance ence er ic able "
-                "ible ant ement ment ent sion tion ou ism ate iti ous ive ize sses ies ied eed ed ing s ss y e ll").split()
+                "ible ant ement ment ent sion tion ou ism ate iti ous ive ize sses ies ied eed ed ing s ss y e ll"
+                ).split()
     for stem in ("relat", "gener", "hop", "fil", "tann", "cr", "agre", "bl", "sky", "radi", "opac", "consolid", "a"):
         words.update(stem + s for s in suffixes)
     words.update(["skies", "Skies", "dying", "lying", "tying", "news", "innings", "outings", "cannings", "howe",
@@ -348,8 +353,7 @@ def test_coco_cider_equals_pycocoevalcap():
         res = {i: [" ".join(random_tokens(rng))] for i in range(n)}
         ref_mean, ref_each = Cider().compute_score(gts, res)
         ours_mean, ours_each = E.coco_cider(gts, res)
-        assert close(ours_mean, ref_mean) and all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-                                                  for a, b in zip(ours_each, ref_each))
+        assert close(ours_mean, ref_mean) and all(close(a, b) for a, b in zip(ours_each, ref_each))
     gts = {i: [random_report(rng)] for i in range(25)}
     res = {i: [random_report(rng)] for i in range(25)}
     assert close(E.coco_cider(gts, res)[0], Cider().compute_score(gts, res)[0])

@@ -159,6 +159,8 @@ def test_logits_at_returns_only_the_selected_rows():
     sel = torch.rand(x.shape) < 0.5
     with torch.no_grad():
         assert torch.allclose(model(x, t, logits_at=sel), model(x, t)[sel], atol=1e-6)
+        rows = sel.flatten().nonzero().squeeze(1)  # the same positions as flat indices
+        assert torch.equal(model(x, t, logits_at=rows), model(x, t, logits_at=sel))
 
 
 def test_tied_head_reuses_the_embedding():

@@ -1,0 +1,702 @@
+"""
+MeDiM in one file: a bidirectional Llama / Qwen2 / Gemma transformer with timestep AdaLN, trained as an absorbing-state
+(masked) discrete diffusion model over ONE sequence holding an image (VQ codes) and its report (text ids), sampled with
+MaskGIT and classifier-free guidance, and initialisable from a pretrained causal LLM checkpoint.
+
+    [<domain>] [<boi>] img_1 .. img_N [<eoi>] txt_1 .. txt_L        segment_ids: 0 = never diffused, 1 = image, 2 = text
+
+Papers:
+  MeDiM    Mao et al. 2025, Discrete Diffusion Models with MLLMs for Unified Medical Multimodal Generation,
+           arXiv 2510.06131
+  MDLM     Sahoo et al. 2024, Simple and Effective Masked Diffusion Language Models, arXiv 2406.07524 (SUBS, NELBO)
+  MaskGIT  Chang et al. 2022, arXiv 2202.04200 (confidence-ordered parallel decoding)
+  LLaDA    Nie et al. 2025, Large Language Diffusion Models, arXiv 2502.09992 (LLM minus causal mask = mask predictor)
+  DiT      Peebles & Xie 2023, arXiv 2212.09748 (timestep embedding, AdaLN)
+  UniDisc  Swerdlow et al. 2025, arXiv 2503.20853 (the code MeDiM forks; whole-modality masking)
+Reference code (read, not copied): karpathy/nanoGPT model.py, facebookresearch/DiT models.py, kuleshov-group/mdlm
+diffusion.py, ML-GSAI/LLaDA generate.py, HF transformers modeling_{llama,qwen2,gemma}.py (for the weight names),
+UCSC-VLAA/MeDiM. "§" refers to the sections of medim-spec.md, the project's notes on the paper and the official code.
+"""
+import json
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+IMAGE, TEXT = 1, 2  # segment ids of the two diffused modalities (0 = tags / <boi> / <eoi>, never diffused)
+
+
+@dataclass
+class MeDiMConfig:
+    vocab_size: int = 1024        # one id space: text | specials | [MASK] | image codes (tokenizer.Vocab.size)
+    seq_len: int = 256            # longest sequence the model will see; sizes the cached RoPE tables
+    mask_id: int = -1             # id of [MASK] (tokenizer.Vocab.mask_id); -1 = not set (only diffusion/sampling need it)
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 0           # key/value heads (grouped-query attention); 0 = n_heads
+    head_dim: int = 0             # 0 = d_model // n_heads; Gemma-7B has 16 heads x 256 = 4096 != d_model 3072
+    d_ff: int = 384               # hidden width of the gated MLP
+    act: str = 'silu'             # 'silu' (SwiGLU: Llama, Qwen2) | 'gelu_tanh' (GeGLU: Gemma, Liquid)
+    norm_plus_one: bool = False   # Gemma RMSNorm: x_hat * (1 + w), w initialised at 0 (Llama: x_hat * w, w at 1)
+    embed_scale: bool = False     # Gemma: token embeddings x sqrt(d_model)
+    qkv_bias: bool = False        # Qwen2: biases on the q/k/v projections (never on o_proj)
+    tie_embeddings: bool = False  # lm_head reuses the embedding matrix (Gemma, small Qwen2)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    causal: bool = False          # True brings the causal mask back (the paper's "w/ causal mask" ablation)
+    time_cond: str = 'adaln'      # 'adaln' | 'add' (paper App. B "w/o AdaLN") | 'none' ("w/o timestep embedding")
+    time_freq_dim: int = 256      # sinusoid features of the noise level (DiT, §2.2)
+    attn_impl: str = 'sdpa'       # 'sdpa' (fused kernel) | 'manual' (the same math written out; slower, for reading)
+    init_std: float = 0.02        # N(0, init_std) for fresh weights (GPT-2 / DiT)
+
+    def __post_init__(self):
+        self.n_kv_heads = self.n_kv_heads or self.n_heads
+        self.head_dim = self.head_dim or self.d_model // self.n_heads
+        choices = dict(act=('silu', 'gelu_tanh'), time_cond=('adaln', 'add', 'none'), attn_impl=('sdpa', 'manual'))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MeDiMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"MeDiMConfig: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"MeDiMConfig: head_dim {self.head_dim} must be even for RoPE")
+        if not -1 <= self.mask_id < self.vocab_size:
+            raise ValueError(f"MeDiMConfig: mask_id {self.mask_id} is outside the vocabulary (size {self.vocab_size})")
+
+
+# Architectures only: vocab_size, seq_len and mask_id come from the tokenizer's Vocab, e.g.
+# MeDiMConfig(**PRESETS['small'], vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id).
+PRESETS = {
+    'tiny': dict(d_model=32, n_layers=2, n_heads=2, d_ff=64),                 # unit tests
+    'small': dict(d_model=128, n_layers=4, n_heads=4, d_ff=384),              # CPU default, ~1M params in the blocks
+    'base': dict(d_model=512, n_layers=8, n_heads=8, d_ff=1536),              # one GPU, or a patient CPU
+    'gemma-7b-10L': dict(d_model=3072, n_layers=10, n_heads=16, n_kv_heads=16, head_dim=256, d_ff=24576,
+                         act='gelu_tanh', norm_plus_one=True, embed_scale=True, tie_embeddings=True),  # MeDiM (§1)
+}
+
+# ----------------------------------------------------------------------------------------------------------------------
+#### Backbone: RMSNorm, RoPE, attention, gated MLP (Llama family; module names match HF so weights load key for key)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps, plus_one):
+        super().__init__()
+        self.eps, self.plus_one = eps, plus_one
+        self.weight = nn.Parameter(torch.zeros(dim) if plus_one else torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()  # the statistics in fp32 whatever the activation dtype, as HF does
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.plus_one:  # Gemma scales in fp32 and casts after ("(x * w).to(float16)")
+            return (xf * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * xf.type_as(x)  # Llama casts first, then scales
+
+
+def rope_tables(seq_len, head_dim, theta):
+    """cos/sin of the RoPE angles pos * theta^(-2i/head_dim), (seq_len, head_dim/2) each. Built once per model."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)  # (hd/2,)
+    angles = torch.outer(torch.arange(seq_len).float(), inv_freq)               # (T, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate the pairs (x[i], x[i + hd/2]) by their angles: HF's half-split layout, x*cos + rotate_half(x)*sin written on
+    the two halves (HF repeats the tables twice; we don't), so HF q/k weights load unpermuted. x: (B, H, T, hd)."""
+    x1, x2 = x.chunk(2, dim=-1)                   # (B, H, T, hd/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)   # (T, hd/2), broadcast over B and H
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        H, Hkv, hd, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+        self.n_heads, self.n_kv_heads, self.head_dim, self.impl = H, Hkv, hd, cfg.attn_impl
+        self.q_proj = nn.Linear(d, H * hd, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(d, Hkv * hd, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(d, Hkv * hd, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(H * hd, d, bias=False)
+
+    def forward(self, x, cos, sin, attn_mask, is_causal):
+        """x (B, T, D); attn_mask None or bool (B, 1, 1|T, T) with True = may attend; is_causal only without attn_mask."""
+        q = rearrange(self.q_proj(x), 'b t (h d) -> b h t d', d=self.head_dim)  # (B, H, T, hd)
+        k = rearrange(self.k_proj(x), 'b t (h d) -> b h t d', d=self.head_dim)  # (B, Hkv, T, hd)
+        v = rearrange(self.v_proj(x), 'b t (h d) -> b h t d', d=self.head_dim)  # (B, Hkv, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.impl == 'sdpa':  # a fused kernel; GQA shares each k/v head among n_heads / n_kv_heads query heads
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                               enable_gqa=self.n_kv_heads != self.n_heads)  # (B, H, T, hd)
+        else:  # what the kernel computes: softmax(q k^T / sqrt(hd)) v over the keys each query may see
+            k, v = (z.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1) for z in (k, v))  # (B, H, T, hd)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)                          # (B, H, T, T)
+            if is_causal:
+                attn_mask = torch.ones(att.shape[-2:], dtype=torch.bool, device=x.device).tril()
+            if attn_mask is not None:
+                att = att.masked_fill(~attn_mask, float('-inf'))
+            y = att.softmax(dim=-1) @ v                                                           # (B, H, T, hd)
+        return self.o_proj(rearrange(y, 'b h t d -> b t (h d)'))                                  # (B, T, D)
+
+
+class MLP(nn.Module):
+    """Gated MLP: down(act(gate(x)) * up(x)); SwiGLU with silu (Llama, Qwen2), GeGLU with tanh-GELU (Gemma)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.act = F.silu if cfg.act == 'silu' else lambda z: F.gelu(z, approximate='tanh')
+
+    def forward(self, x):
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+# ----------------------------------------------------------------------------------------------------------------------
+#### Timestep + AdaLN: the noise schedule, the time embedding, the block and the whole model
+# ----------------------------------------------------------------------------------------------------------------------
+
+SCHEDULE_EPS = 1e-3  # MDLM's log-linear schedule keeps the mask probability in [0, 1 - eps] so sigma stays finite
+
+
+def mask_prob(t):
+    """Log-linear schedule (MDLM, §5): at time t in [0, 1] each diffused token is [MASK] with probability (1 - eps) t."""
+    return (1 - SCHEDULE_EPS) * t
+
+
+def noise_level(t):
+    """Total noise sigma(t) = -log(1 - (1 - eps) t), in [0, 6.9]: what the official code embeds (§2.2), not t itself."""
+    return -torch.log1p(-mask_prob(t))
+
+
+class TimestepEmbedder(nn.Module):
+    """sigma -> 256 sinusoid features (GLIDE/DiT: frequencies 10000^(-i/128), cos first) -> Linear, SiLU, Linear (§2.2).
+    Named like the official checkpoint (model.time_embedder.mlp.{0,2})."""
+
+    def __init__(self, d_model, freq_dim):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        half = freq_dim // 2
+        self.register_buffer('freqs', torch.exp(-math.log(10000.0) * torch.arange(half) / half), persistent=False)
+
+    def forward(self, t):
+        args = noise_level(t.float())[:, None] * self.freqs[None]      # (B, freq_dim/2)
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))  # (B, D)
+
+
+def modulate(x, shift, scale):
+    """AdaLN (DiT): a per-sample shift and scale on top of the normalised activations, x * (1 + scale) + shift.
+    x (B, T, D), shift/scale (B, 1, D). addcmul does it in one pass over x (this runs 4x per layer)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block; with time_cond='adaln' (§2.3):
+        h   = x + (1 + gate_msa) * Attn(modulate(RMSNorm1(x), shift_msa, scale_msa))
+        out = h + (1 + gate_mlp) * MLP (modulate(RMSNorm2(h), shift_mlp, scale_mlp))
+    The pretrained norm affine is kept and the modulation applied on top of it, as in the official code."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.norm_plus_one)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.norm_plus_one)
+        self.mlp = MLP(cfg)
+        self.adaLN_modulation = nn.Linear(cfg.d_model, 6 * cfg.d_model) if cfg.time_cond == 'adaln' else None
+
+    def forward(self, x, c, cos, sin, attn_mask, is_causal):
+        if self.adaLN_modulation is None:  # plain Llama/Gemma block
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, is_causal)
+            return x + self.mlp(self.post_attention_layernorm(x))
+        mods = rearrange(self.adaLN_modulation(c), 'b (k d) -> k b 1 d', k=6)  # 6 x (B, 1, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods  # the official chunk order
+        h = modulate(self.input_layernorm(x), shift_msa, scale_msa)
+        x = torch.addcmul(x, 1 + gate_msa, self.self_attn(h, cos, sin, attn_mask, is_causal))  # x + (1 + g) * attn
+        h = modulate(self.post_attention_layernorm(x), shift_mlp, scale_mlp)
+        return torch.addcmul(x, 1 + gate_mlp, self.mlp(h))                                     # x + (1 + g) * mlp
+
+
+class MeDiM(nn.Module):
+    """The denoiser: ids x_t (B, T) and time t (B,) -> logits (B, T, V) over the clean tokens, read at each token's own
+    position (no AR shift, unlike the official code: §4)."""
+
+    def __init__(self, cfg: MeDiMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = nn.ModuleDict(dict(  # HF's "model." prefix, so keys read model.layers.3.mlp.up_proj.weight etc.
+            embed_tokens=nn.Embedding(cfg.vocab_size, cfg.d_model),
+            layers=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)]),
+            norm=RMSNorm(cfg.d_model, cfg.norm_eps, cfg.norm_plus_one),  # no AdaLN on the final norm (§2.3)
+        ))
+        if cfg.time_cond != 'none':
+            self.model['time_embedder'] = TimestepEmbedder(cfg.d_model, cfg.time_freq_dim)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)  # cached: never recomputed per forward
+        self.register_buffer('rope_cos', cos, persistent=False)
+        self.register_buffer('rope_sin', sin, persistent=False)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self):
+        cfg = self.cfg
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, cfg.init_std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for block in self.model.layers:  # GPT-2: residual projections scaled by 1/sqrt(2 n_layers) (nanoGPT)
+            for proj in (block.self_attn.o_proj, block.mlp.down_proj):
+                nn.init.normal_(proj.weight, 0.0, cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        # The AdaLN init choice (§2.3, §11.1). We zero the modulation Linear AND write the gates as (1 + g), so at init
+        # shift = scale = g = 0 and every block computes exactly its plain pre-norm function: a model loaded with
+        # from_pretrained starts as the pretrained LLM (made bidirectional), bit for bit (tests/test_medim_pretrained.py).
+        #  - DiT's AdaLN-Zero multiplies by g itself (gate = 0 at init): every block starts as the identity, which throws
+        #    the pretrained blocks away at step 0 and must relearn to use them.
+        #  - The official MeDiM code declares AdaLN-Zero, but transformers' ignore_mismatched_sizes re-initialises the
+        #    layer to N(0, 0.02), so its gates start small and random (§1): neither identity nor pretrained.
+        # From scratch, (1 + g) with g = 0 is an ordinary pre-norm transformer, also a fine start. Gradients still flow:
+        # dL/dW of the modulation is (dL/d mods) outer SiLU(t_emb), non-zero because the time MLP is random (DiT init).
+        for block in self.model.layers:
+            if block.adaLN_modulation is not None:
+                nn.init.zeros_(block.adaLN_modulation.weight)
+                nn.init.zeros_(block.adaLN_modulation.bias)
+        if cfg.time_cond == 'add':  # the added time embedding starts at 0 too, so it cannot disturb pretrained inputs
+            nn.init.zeros_(self.model.time_embedder.mlp[2].weight)
+            nn.init.zeros_(self.model.time_embedder.mlp[2].bias)
+
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+        """x (B, T) long ids; t (B,) float diffusion time in [0, 1] (ignored when time_cond='none');
+        key_padding_mask optional bool (B, T), True = a padding key nobody attends to (PyTorch's convention);
+        logits_at optional bool (B, T): return logits only at these positions, as (M, V) in row-major order
+        (the training loss needs them at masked tokens only, which saves most of the lm_head on big vocabularies).
+        Returns float32 logits (B, T, V), or (M, V) with logits_at."""
+        cfg = self.cfg
+        B, T = x.shape
+        if T > cfg.seq_len:
+            raise ValueError(f"MeDiM.forward: sequence length {T} > cfg.seq_len {cfg.seq_len}")
+        h = self.model.embed_tokens(x)                                       # (B, T, D)
+        if cfg.embed_scale:  # Gemma: sqrt(d) cast to the weight dtype first (55.4256 is 55.5 in bf16), as HF does
+            h = h * torch.tensor(math.sqrt(cfg.d_model), dtype=h.dtype)
+        c = None
+        if cfg.time_cond != 'none':
+            if t is None:
+                raise ValueError(f"MeDiM.forward: time_cond={cfg.time_cond!r} needs t, a (B,) float tensor")
+            t_emb = self.model.time_embedder(t.reshape(B))                   # (B, D)
+            if cfg.time_cond == 'add':
+                h = h + t_emb[:, None, :]  # one vector added to every token ("weighted addition", App. B)
+            else:
+                c = F.silu(t_emb)  # DiT puts a SiLU before adaLN_modulation; the official code has none (§2.3)
+        attn_mask, is_causal = None, cfg.causal  # no mask at all in the common bidirectional case: the fast path
+        if key_padding_mask is not None:
+            attn_mask = ~key_padding_mask[:, None, None, :]                 # (B, 1, 1, T) True = may attend
+            if cfg.causal:
+                attn_mask = attn_mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (B, 1, T, T)
+            is_causal = False
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]                      # (T, hd/2)
+        for block in self.model.layers:
+            h = block(h, c, cos, sin, attn_mask, is_causal)
+        h = self.model.norm(h)                                               # (B, T, D)
+        if logits_at is not None:
+            h = h[logits_at]                                                 # (M, D)
+        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h, weight).float()                                   # (B, T, V) or (M, V)
+
+# ----------------------------------------------------------------------------------------------------------------------
+#### Masked diffusion (MDLM SUBS): t, the forward process, the SUBS parameterisation, the loss
+# ----------------------------------------------------------------------------------------------------------------------
+
+JOINT, TEXT_GIVEN, IMAGE_GIVEN = 0, 1, 2  # what a training row learns: both modalities noised | t2i | i2t
+
+
+def _uniform(shape, generator, device, dtype=torch.float32):
+    """U[0, 1) drawn on the generator's device (so one CPU generator reproduces a run on any device), moved to device."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def sample_t(B, generator=None, device='cpu'):
+    """Stratified ("antithetic", MDLM _sample_t) times: row i gets t uniform in the i-th of B equal slices of [eps, 1],
+    so every batch covers all noise levels (lower-variance loss than B independent draws)."""
+    u = (torch.arange(B, device=device) + _uniform(B, generator, device)) / B  # (B,) one per stratum
+    return (1 - SCHEDULE_EPS) * u + SCHEDULE_EPS
+
+
+def q_xt(x0, p_mask, mask_id, generator=None):
+    """Forward process q(x_t | x_0) of absorbing-state diffusion: each token independently becomes [MASK] with its own
+    probability p_mask (B, T) (0 where never diffused), else stays x0 (MDLM q_xt, with per-token probabilities)."""
+    return torch.where(_uniform(x0.shape, generator, x0.device) < p_mask, mask_id, x0)
+
+
+def token_mask_probs(t, segment_ids, task, *, i2t_power=0.0, t2i_power=0.0):
+    """(B, T) mask probability of each token, given each row's time t (B,) and task (B,) (JOINT, TEXT_GIVEN, IMAGE_GIVEN).
+    JOINT: both modalities at mask_prob(t), one t per sample shared by image and text (§5).
+    TEXT_GIVEN (t2i): text clean, image at mask_prob(t ** t2i_power); IMAGE_GIVEN (i2t): image clean, text at
+    mask_prob(t ** i2t_power). Power 0 masks the target fully (UniDisc); 0.5 masks it heavier than t but not fully, which
+    the calibration run found much better for reports (the report's content is decided while most of it is masked)."""
+    p_joint = mask_prob(t)                                                                     # (B,)
+    p_img = torch.where(task == TEXT_GIVEN, mask_prob(t ** t2i_power), p_joint).masked_fill(task == IMAGE_GIVEN, 0)
+    p_txt = torch.where(task == IMAGE_GIVEN, mask_prob(t ** i2t_power), p_joint).masked_fill(task == TEXT_GIVEN, 0)
+    p = torch.where(segment_ids == IMAGE, p_img[:, None], p_txt[:, None])                   # (B, T)
+    return p.masked_fill(segment_ids == 0, 0.0)
+
+
+def subs_logprobs(logits, xt, legal_pos, mask_id):
+    """SUBS parameterisation (MDLM §3.2, diffusion.py _subs_parameterization) + MeDiM's per-segment restriction (§2.5):
+      1. a position may only produce the ids legal for its segment (image codes at image slots, text ids at text slots);
+      2. zero masking probability: [MASK] is never predicted (logit -inf);
+      3. carry-over unmasking: an unmasked position copies its token, log p = 0 at xt and -inf elsewhere.
+    logits (..., V), xt (...), legal_pos bool (..., V) or broadcastable (legal[segment_ids]). Returns log p (..., V)."""
+    logits = logits.float().masked_fill(~legal_pos, float('-inf'))
+    logits[..., mask_id] = float('-inf')
+    logp = logits.log_softmax(dim=-1)
+    copy = torch.full_like(logp, float('-inf')).scatter_(-1, xt.unsqueeze(-1), 0.0)
+    return torch.where((xt != mask_id).unsqueeze(-1), copy, logp)
+
+
+def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0.15, cond_text_share=0.5,
+                   i2t_power=0.0, t2i_power=0.0, loss_weight='elbo', t=None):
+    """One MDLM training loss on clean sequences x0 (B, T) long.
+
+    segment_ids (T,) or (B, T) long: 0 never diffused, 1 image, 2 text (text slots include <eos> and <pad>, which are
+    diffused and predicted like any token, so the model learns report length). legal (3, V) bool: legal ids per segment.
+    Recipe knobs:
+      cond_frac        fraction of rows where one modality is the clean condition (UniDisc; the official code sets
+                       mask_entire_modality 0.15 but never reads it, §5). These train the pure t2i / i2t states the
+                       sampler starts from, and the unconditional branch CFG needs.
+      cond_text_share  of those rows, the share where the TEXT is given (t2i); the rest are i2t.
+      i2t_power / t2i_power   target-modality mask rate t ** power in those rows (0 = fully masked); token_mask_probs.
+      loss_weight      'elbo': CE of each masked token x 1 / (its mask probability), summed and divided by the number
+                       of diffused tokens: the MDLM NELBO, whose weight alpha'/(1 - alpha) is 1/t for the log-linear
+                       schedule (MDLM diffusion.py L894; LLaDA's CE / p_mask is the same). 'uniform': plain mean CE over
+                       the masked tokens (MaskGIT/BERT), not a likelihood bound.
+      t                optional (B,) times instead of sample_t (tests).
+    The model's time input is the fraction of the row's diffused tokens that are masked: a function of x_t, so the
+    sampler can feed exactly the same quantity at every step (the official sampler feeds a linear t that does not match
+    its arccos schedule, §6). Returns (loss, stats): stats holds detached scalars for logging."""
+    cfg = model.cfg
+    if cfg.mask_id < 0:
+        raise ValueError("diffusion_loss: model.cfg.mask_id is not set (use tokenizer Vocab.mask_id)")
+    if loss_weight not in ('elbo', 'uniform'):
+        raise ValueError(f"diffusion_loss: loss_weight must be 'elbo' or 'uniform', got {loss_weight!r}")
+    B, T = x0.shape
+    seg = segment_ids.to(x0.device).expand(B, T)                                       # (B, T)
+    legal = legal.to(x0.device)
+    if not legal[seg, x0].all():
+        raise ValueError("diffusion_loss: x0 holds ids that are illegal for their segment (or [MASK]); check the Vocab")
+    diffused = seg > 0                                                                 # (B, T)
+    # 1. the task of each row, its time, and the masking
+    u = _uniform((B, 2), generator, x0.device)
+    task = torch.where(u[:, 0] < cond_frac, torch.where(u[:, 1] < cond_text_share, TEXT_GIVEN, IMAGE_GIVEN), JOINT)
+    t = sample_t(B, generator, x0.device) if t is None else t.to(x0.device)           # (B,)
+    p_mask = token_mask_probs(t, seg, task, i2t_power=i2t_power, t2i_power=t2i_power)  # (B, T)
+    xt = q_xt(x0, p_mask, cfg.mask_id, generator)
+    masked = xt == cfg.mask_id                                                         # (B, T)
+    # 2. denoise: logits only where there is something to predict
+    t_in = masked.sum(1) / diffused.sum(1).clamp(min=1)                                # (B,)
+    logits = model(xt, t_in, logits_at=masked)                                         # (M, V)
+    logp = subs_logprobs(logits, xt[masked], legal[seg[masked]], cfg.mask_id)          # (M, V)
+    nll = -logp.gather(-1, x0[masked].unsqueeze(-1)).squeeze(-1)                       # (M,)
+    # 3. reduce
+    if loss_weight == 'elbo':
+        per_token = nll / p_mask[masked]                                               # (M,) CE x 1/p_mask
+        denom = {s: (seg == s).sum().clamp(min=1) for s in (IMAGE, TEXT)}             # diffused tokens per modality
+        loss = per_token.sum() / diffused.sum()
+    else:
+        per_token = nll
+        denom = {s: (seg[masked] == s).sum().clamp(min=1) for s in (IMAGE, TEXT)}     # masked tokens per modality
+        loss = per_token.sum() / masked.sum().clamp(min=1)
+    with torch.no_grad():
+        seg_m = seg[masked]
+        stats = dict(loss=loss.detach(),
+                     loss_image=per_token[seg_m == IMAGE].sum() / denom[IMAGE],
+                     loss_text=per_token[seg_m == TEXT].sum() / denom[TEXT],
+                     mask_frac=masked.sum() / diffused.sum(),
+                     frac_text_given=(task == TEXT_GIVEN).float().mean(),
+                     frac_image_given=(task == IMAGE_GIVEN).float().mean())
+    return loss, stats
+
+# ----------------------------------------------------------------------------------------------------------------------
+#### Sampler (MaskGIT/LLaDA): reveal counts, Gumbel-perturbed confidence, classifier-free guidance in one batch
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def reveal_counts(n_masked, steps, schedule='arccos'):
+    """How many tokens to reveal at each of `steps` steps, (B, steps) long, for rows with n_masked (B,) masked tokens.
+    'arccos' is the official adap_sche (§6): the share revealed at step i is proportional to arccos(r_i) with r going
+    from 1 to 0, so few tokens early (little context) and many late. We take r_i = 1 - (i+1)/steps (so step 0 is not
+    empty) and round the cumulative count, so the counts always sum to n_masked exactly (the official version sets
+    zero counts to 1 and puts the remainder on the last step, which can overshoot). 'linear': equal counts per step
+    (LLaDA get_num_transfer_tokens), used for left-to-right text so that steps = L is one token per step."""
+    i = torch.arange(1, steps + 1, dtype=torch.float64)
+    w = torch.arccos(1 - i / steps) if schedule == 'arccos' else torch.ones(steps, dtype=torch.float64)  # (S,)
+    cum = torch.cumsum(w, 0) / w.sum()                                         # (S,) share revealed after step i
+    cum[-1] = 1.0
+    done = torch.round(n_masked.double()[:, None].cpu() * cum[None])           # (B, S) revealed after step i
+    return torch.diff(done, dim=1, prepend=torch.zeros_like(done[:, :1])).long().to(n_masked.device)
+
+
+def gumbel(shape, generator, device):
+    """Gumbel(0, 1) noise in float64. LLaDA (generate.py add_gumbel_noise): "The Gumbel max is a method for sampling
+    categorical distributions. According to arXiv:2409.02908, for MDM, low-precision Gumbel Max improves perplexity
+    score but reduces generation quality. Thus, we use float64." """
+    return -torch.log(-torch.log(_uniform(shape, generator, device, torch.float64)))
+
+
+def top_n_per_row(score, n):
+    """bool (B, T): True at the n[b] highest scores of each row b (a different n per row, no Python loop over rows)."""
+    order = score.argsort(dim=1, descending=True, stable=True)                                # (B, T)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return rank < n[:, None]
+
+
+def guided_logits(model, x, t, x_uncond, t_uncond, w):
+    """Classifier-free guidance (1 + w) c - w u, with the conditional and unconditional rows in ONE batched forward
+    (DiT forward_with_cfg, LLaDA). x, x_uncond (B, T); t, t_uncond, w (B,). Returns (B, T, V)."""
+    c, u = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond])).chunk(2)  # (B, T, V) each
+    w = w[:, None, None]
+    return (1 + w) * c - w * u
+
+
+@torch.no_grad()
+def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedule='linear', temperature=1.0,
+           token_temperature=1.0, generator=None, text_left_to_right=False, image_steps=None, text_steps=None):
+    """Fill every [MASK] of x (B, T) by MaskGIT-style iterative unmasking; every other token is the condition and never
+    changes. Tasks are just what is masked: report -> image (image slots masked), image -> report (text slots masked),
+    a joint pair (both), or a pair from a prompt (domain tag and/or first words given).
+
+    segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss. Arguments:
+      steps              steps per modality (image_steps / text_steps override it per modality), at most one per
+                         masked token. Each modality follows its own reveal_counts table; both start at step 0, so the
+                         shorter one finishes first (a joint pair with image_steps < text_steps finishes its image,
+                         then writes the rest of the report against it).
+      cfg_scale          guidance w: logits (1 + w) c - w u, where u is the same x with the conditioning (diffused,
+                         unmasked at the start) tokens replaced by [MASK]; 0 turns CFG off (no extra rows).
+      cfg_schedule       'linear': w = cfg_scale * (1 - t), t = masked share of the tokens to generate (the official
+                         get_cfg_weight: no guidance at the first step, full at the end); 'constant': w = cfg_scale.
+      temperature        scale of the Gumbel noise added to the confidence log p(sampled token), annealed linearly to 0
+                         over the steps (MaskGIT's choice temperature; the official r_temp * t, §6). 0 = pure confidence.
+      token_temperature  tokens are drawn from softmax(log p / token_temperature) (1 = the model's distribution, as
+                         the official multinomial); 0 = argmax.
+      text_left_to_right reveal text slots in position order instead of by confidence, the same number at every step
+                         (tokens still drawn with token_temperature). Confidence-first decoding fills "no", ".", "is"
+                         first and repeats words; left-to-right (text_steps = L for one token per step, fewer for
+                         semi-autoregressive blocks) was worth +0.10 to 0.14 label F1 in the calibration run.
+      generator          torch.Generator: the same seed gives the same samples.
+    The time input at each step is the masked fraction of each row's diffused tokens, as in training. Tokens are only
+    ever written at masked positions, so nothing revealed is re-masked. Text is not cut at <eos> here (the caller does).
+    Returns x with every [MASK] filled by an id legal for its segment."""
+    mask_id = model.cfg.mask_id
+    if mask_id < 0:
+        raise ValueError("sample: model.cfg.mask_id is not set (use tokenizer Vocab.mask_id)")
+    if cfg_schedule not in ('linear', 'constant'):
+        raise ValueError(f"sample: cfg_schedule must be 'linear' or 'constant', got {cfg_schedule!r}")
+    x = x.clone()
+    B, T = x.shape
+    seg = segment_ids.to(x.device).expand(B, T)                                          # (B, T)
+    todo = x == mask_id                                                                   # (B, T) to generate
+    if (todo & (seg == 0)).any():
+        raise ValueError("sample: [MASK] at a never-diffused position (segment 0: domain tag, <boi>, <eoi>)")
+    cond = (seg > 0) & ~todo                                  # the condition: never changes; masked in the uncond rows
+    use_cfg = cfg_scale != 0 and bool(cond.any())
+    legal = legal.to(x.device)
+    n_diffused = (seg > 0).sum(1).clamp(min=1)                                            # (B,)
+    tables = {}                                                                           # segment -> (B, S_seg)
+    for s, s_steps in ((IMAGE, image_steps or steps), (TEXT, text_steps or steps)):
+        n = (todo & (seg == s)).sum(1)                                                    # (B,)
+        if n.max() > 0:
+            schedule = 'linear' if (s == TEXT and text_left_to_right) else 'arccos'
+            tables[s] = reveal_counts(n, max(1, min(s_steps, int(n.max()))), schedule)  # no more steps than tokens
+    S = max((tab.shape[1] for tab in tables.values()), default=0)
+    positions = torch.arange(T, device=x.device, dtype=torch.float64).expand(B, T)
+
+    def log_probs(x, masked):  # one denoiser call: (M, V) SUBS log-probs at the masked positions, guided with CFG
+        t = masked.sum(1) / n_diffused
+        if not use_cfg:
+            logits = model(x, t, logits_at=masked)                                       # (M, V)
+        else:
+            x_u = torch.where(cond, mask_id, x)
+            t_u = (x_u == mask_id).sum(1) / n_diffused
+            remaining = (masked & todo).sum(1) / todo.sum(1).clamp(min=1)                # 1 at the start, 0 at the end
+            w = cfg_scale * (1 - remaining) if cfg_schedule == 'linear' else torch.full_like(t, cfg_scale)
+            c, u = model(torch.cat([x, x_u]), torch.cat([t, t_u]), logits_at=torch.cat([masked, masked])).chunk(2)
+            w = w[:, None].expand(B, T)[masked][:, None]                                 # (M, 1)
+            logits = (1 + w) * c - w * u                                                 # (M, V)
+        return subs_logprobs(logits, x[masked], legal[seg[masked]], mask_id)             # (M, V)
+
+    for i in range(S):
+        masked = x == mask_id                                                             # (B, T)
+        lp = log_probs(x, masked).double()                                                # (M, V)
+        z = lp / token_temperature + gumbel(lp.shape, generator, x.device) if token_temperature > 0 else lp
+        drawn = z.argmax(-1)                                                              # (M,)
+        tokens = torch.full_like(x, mask_id).masked_scatter_(masked, drawn)               # (B, T)
+        conf = torch.zeros(B, T, dtype=torch.float64, device=x.device)
+        conf[masked] = lp.gather(-1, drawn[:, None]).squeeze(-1)                          # log p(drawn token)
+        conf = conf + temperature * (1 - (i + 1) / S) * gumbel((B, T), generator, x.device)
+        reveal = torch.zeros_like(masked)
+        for s, table in tables.items():
+            if i >= table.shape[1]:
+                continue
+            candidates = masked & (seg == s)
+            score = -positions if (s == TEXT and text_left_to_right) else conf  # leftmost first, or most confident
+            reveal |= top_n_per_row(score.masked_fill(~candidates, float('-inf')), table[:, i]) & candidates
+        x = torch.where(reveal, tokens, x)
+    masked = x == mask_id
+    if masked.any():  # a guard (the count tables reveal everything): argmax-fill leftovers, the official noise removal
+        x = x.masked_scatter(masked, log_probs(x, masked).argmax(-1))
+    return x
+
+# ----------------------------------------------------------------------------------------------------------------------
+#### Loading pretrained LLM weights: a small safetensors reader and the HF -> MeDiM mapping
+# ----------------------------------------------------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16}
+
+
+def safetensors_header(path):
+    """A .safetensors file is: 8 bytes little-endian header length n, n bytes of JSON {name: {dtype, shape,
+    data_offsets: [begin, end]}} (offsets relative to the end of the header), then the raw little-endian tensor bytes.
+    Returns ({name: entry}, byte offset where the data starts)."""
+    size = os.path.getsize(path)
+    with open(path, 'rb') as f:
+        raw = f.read(8)
+        n = struct.unpack('<Q', raw)[0] if len(raw) == 8 else -1
+        if not 2 <= n <= size - 8:
+            raise ValueError(f"{path}: not a safetensors file (bad header length)")
+        header = json.loads(f.read(n))
+    header.pop('__metadata__', None)
+    for name, e in header.items():
+        if e['dtype'] not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{path}: tensor {name} has dtype {e['dtype']}, expected one of {list(SAFETENSORS_DTYPES)}")
+        begin, end = e['data_offsets']
+        nbytes = math.prod(e['shape']) * SAFETENSORS_DTYPES[e['dtype']].itemsize
+        if end - begin != nbytes or 8 + n + end > size:
+            raise ValueError(f"{path}: tensor {name} offsets {e['data_offsets']} do not match shape {e['shape']}")
+    return header, 8 + n
+
+
+def read_safetensor(path, entry, data_start):
+    """Read ONE tensor (seek + read its bytes), so loading the first 10 layers of a 28-layer model reads only those."""
+    begin, end = entry['data_offsets']
+    dtype = SAFETENSORS_DTYPES[entry['dtype']]
+    if end == begin:
+        return torch.empty(entry['shape'], dtype=dtype)
+    with open(path, 'rb') as f:
+        f.seek(data_start + begin)
+        buf = bytearray(f.read(end - begin))  # bytearray: a writable buffer, which torch.frombuffer wants
+    return torch.frombuffer(buf, dtype=dtype).reshape(entry['shape'])
+
+
+def checkpoint_index(hf_dir):
+    """{tensor name: (file, entry, data_start)} over model.safetensors, or the shards model.safetensors.index.json names."""
+    index_path = os.path.join(hf_dir, 'model.safetensors.index.json')
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            weight_map = json.load(f)['weight_map']
+        files = sorted(set(weight_map.values()))
+    else:
+        files = sorted(f for f in os.listdir(hf_dir) if f.endswith('.safetensors'))
+    if not files:
+        raise FileNotFoundError(f"{hf_dir}: no *.safetensors weights (write them with save_pretrained(...))")
+    index = {}
+    for name in files:
+        path = os.path.join(hf_dir, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{index_path} names {name}, which is missing")
+        header, data_start = safetensors_header(path)
+        index.update({key: (path, entry, data_start) for key, entry in header.items()})
+    return index
+
+
+HF_FAMILIES = {'LlamaForCausalLM': 'llama', 'Qwen2ForCausalLM': 'qwen2', 'GemmaForCausalLM': 'gemma'}
+
+
+def config_from_hf(hf, path):
+    """Map an HF config.json dict onto MeDiMConfig fields (architecture only); refuse what this file does not implement."""
+    arch = (hf.get('architectures') or [None])[0]
+    family = HF_FAMILIES.get(arch) or (hf.get('model_type') if hf.get('model_type') in HF_FAMILIES.values() else None)
+    if family is None:
+        raise ValueError(f"{path}: unsupported architecture {arch!r} (model_type {hf.get('model_type')!r}); "
+                         f"supported: {', '.join(HF_FAMILIES)} (Liquid is a Gemma)")
+    rope = hf.get('rope_scaling') or hf.get('rope_parameters') or {}
+    if rope.get('rope_type', rope.get('type', 'default')) != 'default':
+        raise ValueError(f"{path}: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not implemented")
+    for key in ('attention_bias', 'mlp_bias', 'use_sliding_window'):
+        if hf.get(key):
+            raise ValueError(f"{path}: {key}=true is not implemented")
+    act = hf.get('hidden_activation') or hf.get('hidden_act')
+    if family == 'gemma':  # Gemma's legacy 'gelu' means the tanh approximation (HF falls back to gelu_pytorch_tanh)
+        act = {'gelu': 'gelu_tanh', 'gelu_pytorch_tanh': 'gelu_tanh', None: 'gelu_tanh'}.get(act, act)
+    if act not in ('silu', 'gelu_tanh'):
+        raise ValueError(f"{path}: activation {act!r} is not implemented (silu or gelu tanh)")
+    d, heads = hf['hidden_size'], hf['num_attention_heads']
+    return dict(d_model=d, n_layers=hf['num_hidden_layers'], n_heads=heads,
+                n_kv_heads=hf.get('num_key_value_heads') or heads, head_dim=hf.get('head_dim') or d // heads,
+                d_ff=hf['intermediate_size'], act=act, norm_plus_one=family == 'gemma', embed_scale=family == 'gemma',
+                qkv_bias=family == 'qwen2', tie_embeddings=hf.get('tie_word_embeddings', family == 'gemma'),
+                rope_theta=float(hf.get('rope_theta') or rope.get('rope_theta') or 10000.0),
+                norm_eps=hf.get('rms_norm_eps', 1e-6), vocab_size=hf['vocab_size'])
+
+
+def grow_vocab(w, new_rows, generator):
+    """Resize an embedding / lm_head matrix (V, D) to new_rows: keep the first rows (HF resize_token_embeddings) and draw
+    the new ones from N(mean, std) of the existing rows, per dimension, so [MASK], specials and image codes start in the
+    same region as the pretrained tokens instead of far from them."""
+    w = w.float()
+    if new_rows <= w.shape[0]:
+        return w[:new_rows]
+    mean, std = w.mean(0), w.std(0)                                                   # (D,)
+    extra = mean + std * torch.randn(new_rows - w.shape[0], w.shape[1], generator=generator)
+    return torch.cat([w, extra])
+
+
+@torch.no_grad()
+def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln', causal=False, seq_len=2048,
+                    mask_id=-1, seed=0):
+    """Build a MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory holding
+    config.json and *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16).
+    n_layers: keep only the first n_layers blocks (MeDiM keeps 10 of Liquid's 28, §1). new_vocab_size: grow (or cut)
+    the vocabulary to hold specials, [MASK] and image codes (grow_vocab). Text ids must come from this LLM's own
+    tokenizer for the pretrained text rows to mean anything (the official code mismatches them, §1).
+    time_embedder / adaLN_modulation are new and keep their identity-preserving init, so the result computes exactly
+    the pretrained network (bidirectional unless causal=True) until training moves it. Returns an fp32 model."""
+    cfg_path = os.path.join(hf_dir, 'config.json')
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"{cfg_path} not found (an HF model directory has config.json + *.safetensors)")
+    with open(cfg_path) as f:
+        arch = config_from_hf(json.load(f), cfg_path)
+    hf_vocab, hf_layers = arch.pop('vocab_size'), arch.pop('n_layers')
+    n_layers = n_layers or hf_layers
+    if not 1 <= n_layers <= hf_layers:
+        raise ValueError(f"from_pretrained: n_layers={n_layers}, but {cfg_path} has {hf_layers} layers")
+    cfg = MeDiMConfig(**arch, n_layers=n_layers, vocab_size=new_vocab_size or hf_vocab, seq_len=seq_len,
+                      mask_id=mask_id, causal=causal, time_cond=time_cond)
+    model = MeDiM(cfg)
+    index = checkpoint_index(hf_dir)
+    generator = torch.Generator().manual_seed(seed)
+    ours = model.state_dict()
+    new_keys = [k for k in ours if 'time_embedder' in k or 'adaLN_modulation' in k]  # not in any LLM checkpoint
+    for key in (k for k in ours if k not in new_keys):
+        if key not in index:
+            raise ValueError(f"{hf_dir}: checkpoint has no tensor {key!r}")
+        path, entry, data_start = index[key]
+        w = read_safetensor(path, entry, data_start)
+        if key in ('model.embed_tokens.weight', 'lm_head.weight') and w.ndim == 2 and w.shape[1] == cfg.d_model:
+            if w.shape[0] != hf_vocab:
+                raise ValueError(f"{path}: {key} has {w.shape[0]} rows but config.json says vocab_size {hf_vocab}")
+            w = grow_vocab(w, cfg.vocab_size, generator)
+        if w.shape != ours[key].shape:
+            raise ValueError(f"{path}: {key} has shape {tuple(w.shape)}, expected {tuple(ours[key].shape)}")
+        ours[key].copy_(w)
+    for key, (path, _, _) in index.items():  # strict, like nanoGPT: anything we did not use must be explainable
+        layer = re.match(r'model\.layers\.(\d+)\.', key)
+        if key in ours or (layer and int(layer.group(1)) >= n_layers) or key.endswith('rotary_emb.inv_freq') \
+                or (key == 'lm_head.weight' and cfg.tie_embeddings):
+            continue
+        raise ValueError(f"{path}: unexpected tensor {key!r} (not part of a {arch['act']} Llama/Qwen2/Gemma decoder)")
+    return model

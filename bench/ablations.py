@@ -1,0 +1,180 @@
+"""Reproduce the paper's ablations (Table 4, medim-spec §9) on the synthetic data: one command, several seeds, a table and a chart.
+
+    python bench/ablations.py                       # 4 variants x 3 seeds, sized to fit ~60 minutes on 2 CPU cores
+    python bench/ablations.py --seeds 0 --steps 300 # a quick look
+    python bench/ablations.py --init-from HF_DIR    # adds "w/o pretrained MLLM weight" (needs a local HF LLM directory)
+    python bench/ablations.py --scale 4             # GPUs: 4x the training steps
+    python bench/ablations.py --variant "a=--lr 1e-3" --variant "b=--lr 3e-3" --jobs 4   # any sweep of train.py flags
+
+Variants (each one flag of train.py): full MeDiM (bidirectional, AdaLN), --causal ("w/ causal mask"), --time-cond add
+("w/o AdaLN designs": the timestep embedding added to the tokens), --time-cond none ("w/o timestep embedding").
+Every variant of one seed reuses that seed's tokenizers, so only the diffusion model differs.
+Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = {
+    "MeDiM (bidirectional + AdaLN)": [],
+    "w/ causal mask": ["--causal"],
+    "w/o AdaLN (additive time)": ["--time-cond", "add"],
+    "w/o timestep embedding": ["--time-cond", "none"],
+}
+# (column title, metrics.json path, higher is better)
+COLUMNS = [("i2t label F1", ("i2t", "label_f1_macro"), True), ("BLEU-1", ("i2t", "bleu1"), True),
+           ("BLEU-2", ("i2t", "bleu2"), True), ("BLEU-3", ("i2t", "bleu3"), True), ("BLEU-4", ("i2t", "bleu4"), True),
+           ("METEOR", ("i2t", "meteor"), True), ("ROUGE-L", ("i2t", "rouge_l"), True),
+           ("t2i label acc", ("t2i", "label_acc"), True), ("t2i label F1", ("t2i", "label_f1_macro"), True),
+           ("FD-oracle", ("t2i", "fd_oracle"), False)]
+
+
+def run_train(args: list[str], log_path: str):
+    with open(log_path, "w") as log:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise SystemExit(f"error: train.py {' '.join(args)} failed (exit {r.returncode}); see {log_path}")
+
+
+def copy_tokenizers(src: str, dst: str):
+    os.makedirs(dst, exist_ok=True)
+    for name in ("vqvae.pt", "tokenizer.json", "vocab.json", "cache", "oracle_cxr", "oracle_path"):
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        if os.path.isdir(s) and not os.path.exists(d):
+            shutil.copytree(s, d)
+        elif os.path.isfile(s):
+            shutil.copy(s, d)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/ablations")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1500, help="diffusion steps per run (before --scale)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies the training steps (use > 1 on GPUs)")
+    p.add_argument("--init-from", default="", help="an HF LLM directory: adds the with/without pretrained weights pair")
+    p.add_argument("--variants", default="", help="comma-separated subset of the variant names (default: all)")
+    p.add_argument("--train-args", default="", help="extra train.py flags for every run, e.g. '--n-eval 100'")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="replace the paper's variants by your own (repeat the flag), e.g. 'low lr=--lr 1e-3'")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (GPUs with spare memory; on a 2-core CPU keep 1)")
+    args = p.parse_args(argv)
+
+    variants = dict(VARIANTS)
+    if args.variant:
+        if any("=" not in v for v in args.variant):
+            p.error("--variant takes NAME=FLAGS, e.g. 'low lr=--lr 1e-3'")
+        variants = {v.split("=", 1)[0]: v.split("=", 1)[1].split() for v in args.variant}
+    if args.init_from:
+        variants = {k + " (pretrained)": v + ["--init-from", args.init_from] for k, v in variants.items()}
+        variants["w/o pretrained MLLM weight"] = []
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",")]
+        unknown = [v for v in wanted if v not in variants]
+        if unknown:
+            p.error(f"--variants: unknown {unknown}; choose from {list(variants)}")
+        variants = {k: variants[k] for k in wanted}
+    steps = max(1, int(args.steps * args.scale))
+    extra = args.train_args.split()
+    os.makedirs(args.out, exist_ok=True)
+    results = {name: [] for name in variants}
+    for seed in args.seeds:
+        tok_dir = os.path.join(args.out, f"tokenizers_seed{seed}")
+        if not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
+            print(f"seed {seed}: training the tokenizers once for all variants")
+            run_train(["--out", tok_dir, "--seed", str(seed), *extra, "--steps", "1", "--n-eval", "16", "--sample-steps", "2"],
+                      os.path.join(args.out, f"tokenizers_seed{seed}.log"))  # a 1-step run: tokenizers, cache, oracle
+        def one(name, flags):
+            run_dir = os.path.join(args.out, f"{slug(name)}_seed{seed}")
+            metrics_path = os.path.join(run_dir, "metrics.json")
+            if not os.path.exists(metrics_path):
+                if os.path.exists(run_dir):
+                    shutil.rmtree(run_dir)  # an unfinished run: start it again
+                copy_tokenizers(tok_dir, run_dir)
+                print(f"seed {seed}: {name} ...", flush=True)
+                run_train(["--out", run_dir, "--seed", str(seed), "--steps", str(steps), *extra, *flags],
+                          run_dir + ".log")
+            return name, json.load(open(metrics_path))
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for name, m in pool.map(lambda kv: one(*kv), variants.items()):
+                results[name].append(m)
+    table = markdown_table(results)
+    cmd = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with open(os.path.join(args.out, "ablations.md"), "w") as f:
+        f.write(f"`{cmd.strip()}` ({len(args.seeds)} seeds, {steps} steps each)\n\n{table}\n")
+    bar_chart(results, os.path.join(args.out, "ablations.png"))
+    print(table)
+    print(f"wrote {os.path.join(args.out, 'ablations.md')} and ablations.png")
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def metric(m: dict, path: tuple) -> float:
+    for k in path:
+        m = m.get(k, {}) if isinstance(m, dict) else {}
+    return float(m) if isinstance(m, (int, float)) else float("nan")
+
+
+def markdown_table(results: dict) -> str:
+    head = "| variant | " + " | ".join(c + (" ↑" if up else " ↓") for c, _, up in COLUMNS) + " |"
+    rows = [head, "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, runs in results.items():
+        cells = []
+        for _, path, _ in COLUMNS:
+            v = np.array([metric(r, path) for r in runs])
+            cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) and not np.isnan(v).all() else "-")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def bar_chart(results: dict, path: str, keys=("i2t label F1", "t2i label F1", "t2i label acc")):
+    """Grouped bars (mean, with ± std whiskers) for the headline metrics, drawn with PIL (no plotting library)."""
+    cols = [c for c in COLUMNS if c[0] in keys]
+    names = list(results)
+    W, H, left, bottom, top = 900, 420, 60, 110, 30
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    plot_h = H - bottom - top
+    d.line([(left, top), (left, H - bottom), (W - 10, H - bottom)], fill="black")
+    for k in range(0, 11, 2):
+        y = H - bottom - plot_h * k / 10
+        d.line([(left - 4, y), (left, y)], fill="black")
+        d.text((left - 30, y - 5), f"{k / 10:.1f}", fill="black", font=font)
+    palette = [(31, 119, 180), (214, 39, 40), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75)]
+    group_w = (W - left - 20) / len(cols)
+    bar_w = group_w * 0.8 / max(1, len(names))
+    for g, (title, mpath, _) in enumerate(cols):
+        x0 = left + 10 + g * group_w
+        d.text((x0 + group_w * 0.25, H - bottom + 8), title, fill="black", font=font)
+        for i, name in enumerate(names):
+            v = np.array([metric(r, mpath) for r in results[name]])
+            mean, std = float(np.nanmean(v)), float(np.nanstd(v))
+            xa = x0 + i * bar_w
+            y = H - bottom - plot_h * max(0.0, min(1.0, mean))
+            d.rectangle([xa, y, xa + bar_w - 2, H - bottom], fill=palette[i % len(palette)])
+            for yy in (mean - std, mean + std):
+                d.line([(xa + bar_w / 2 - 4, H - bottom - plot_h * yy), (xa + bar_w / 2 + 4, H - bottom - plot_h * yy)],
+                       fill="black")
+            d.line([(xa + bar_w / 2, H - bottom - plot_h * (mean - std)), (xa + bar_w / 2, H - bottom - plot_h * (mean + std))],
+                   fill="black")
+    for i, name in enumerate(names):  # legend
+        y = H - bottom + 30 + 14 * i
+        d.rectangle([left, y, left + 10, y + 10], fill=palette[i % len(palette)])
+        d.text((left + 16, y), name, fill="black", font=font)
+    img.save(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Learning curves: label macro-F1 of image→report and report→image against wall-clock minutes, from train.py's curve.jsonl.
+
+    python train.py --out runs/a --eval-every 250          # appends one row per evaluation to runs/a/curve.jsonl
+    python bench/learning_curve.py runs/a runs/b --out docs/learning_curve.png
+
+Each row of curve.jsonl holds the step, the minutes since the run started (tokenizers included) and the metrics of a
+quick evaluation on the first n_eval test pairs (EMA weights). Writes the PNG and prints a markdown table per run.
+"""
+import argparse
+import json
+import os
+
+from PIL import Image, ImageDraw, ImageFont
+
+SERIES = [("i2t_f1", "image→report label F1", "solid"), ("t2i_f1", "report→image label F1", "dashed")]
+PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
+
+
+def read_curve(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "curve.jsonl")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {path} not found (train with --eval-every N to record a learning curve)")
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    final = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(final):  # the end-of-run evaluation is the last point of the curve
+        m = json.load(open(final))
+        total = m.get("train", {}).get("total_seconds")
+        if total and "i2t" in m:
+            rows.append({"step": m["train"]["steps"], "minutes": round(total / 60, 2), "i2t_f1": m["i2t"]["label_f1_macro"],
+                         "bleu4": m["i2t"].get("bleu4", float("nan")), **({"t2i_f1": m["t2i"]["label_f1_macro"],
+                                                                           "t2i_acc": m["t2i"]["label_acc"]} if "t2i" in m else {})})
+    return rows
+
+
+def markdown(name: str, rows: list[dict]) -> str:
+    out = [f"**{name}**", "", "| step | minutes | i2t label F1 | t2i label F1 | t2i label acc | BLEU-4 |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['step']} | {r['minutes']:.1f} | {r.get('i2t_f1', float('nan')):.3f} | {r.get('t2i_f1', float('nan')):.3f} | "
+                   f"{r.get('t2i_acc', float('nan')):.3f} | {r.get('bleu4', float('nan')):.3f} |")
+    return "\n".join(out)
+
+
+def plot(curves: dict, path: str, target: float = 0.9):
+    W, H, left, right, top, bottom = 820, 460, 60, 20, 30, 90
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    max_min = max((r["minutes"] for rows in curves.values() for r in rows), default=1.0) or 1.0
+    px = lambda m: left + (W - left - right) * m / max_min
+    py = lambda v: H - bottom - (H - top - bottom) * max(0.0, min(1.0, v))
+    d.line([(left, top), (left, H - bottom), (W - right, H - bottom)], fill="black")
+    for k in range(0, 11, 2):
+        d.text((left - 28, py(k / 10) - 5), f"{k / 10:.1f}", fill="black", font=font)
+        d.line([(left - 3, py(k / 10)), (left, py(k / 10))], fill="black")
+    for k in range(0, int(max_min) + 1, max(1, int(max_min) // 8 or 1)):
+        d.text((px(k) - 4, H - bottom + 5), str(k), fill="black", font=font)
+    d.text((W // 2 - 60, H - bottom + 20), "minutes since start (whole pipeline)", fill="black", font=font)
+    d.line([(left, py(target)), (W - right, py(target))], fill=(180, 180, 180))
+    d.text((W - right - 60, py(target) - 12), f"target {target}", fill=(120, 120, 120), font=font)
+    legend_y = H - bottom + 38
+    for i, (name, rows) in enumerate(curves.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for key, label, style in SERIES:
+            pts = [(px(r["minutes"]), py(r[key])) for r in rows if key in r]
+            for a, b in zip(pts, pts[1:]):
+                if style == "solid":
+                    d.line([a, b], fill=color, width=2)
+                else:  # dashed: draw every other tenth of the segment
+                    for s in range(0, 10, 2):
+                        f0, f1 = s / 10, (s + 1) / 10
+                        d.line([(a[0] + (b[0] - a[0]) * f0, a[1] + (b[1] - a[1]) * f0),
+                                (a[0] + (b[0] - a[0]) * f1, a[1] + (b[1] - a[1]) * f1)], fill=color, width=2)
+            for p in pts:
+                d.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=color)
+        d.rectangle([left, legend_y + 14 * i, left + 10, legend_y + 14 * i + 10], fill=color)
+        d.text((left + 16, legend_y + 14 * i), f"{name}  (solid: image→report F1, dashed: report→image F1)", fill="black", font=font)
+    img.save(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories holding curve.jsonl")
+    p.add_argument("--out", default="learning_curve.png")
+    p.add_argument("--names", default="", help="comma-separated legend names (default: the directory names)")
+    args = p.parse_args(argv)
+    names = args.names.split(",") if args.names else [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    curves = {n: read_curve(r) for n, r in zip(names, args.runs)}
+    plot(curves, args.out)
+    for n, rows in curves.items():
+        print(markdown(n, rows) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

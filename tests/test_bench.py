@@ -1,0 +1,68 @@
+"""Smoke tests for bench/: each script's main() runs at toy sizes and returns sane numbers, and the FLOP count that
+every MFU rests on matches a hand count. The real measurements are in bench/README.md."""
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import data_speed  # noqa: E402
+import sample_speed  # noqa: E402
+import train_speed  # noqa: E402
+
+TINY = ["--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--vocab", "530", "--codebook", "512", "--threads", "1"]
+
+
+def test_train_speed_times_all_three_models_side_by_side():
+    out = train_speed.main(TINY + ["--seq-len", "12", "--image-tokens", "4", "--batch", "2", "--matmul", "64",
+                                   "--warmup", "1", "--repeats", "2"])
+    assert set(out["models"]) == {"hf", "ours-llama", "ours-train"}
+    assert out["peak_flops"] > 0
+    for name, m in out["models"].items():
+        assert len(m["times_ms"]) == 2 and m["ms"] > 0 and m["tok_s"] > 0 and m["mfu"] > 0
+        assert math.isnan(m["ratio"]) if name == "hf" else m["ratio"] > 0
+    # same shape, same tokens: the like-for-like models do exactly the same model FLOPs
+    assert out["models"]["hf"]["gflop"] == out["models"]["ours-llama"]["gflop"]
+
+
+def test_flop_count_matches_a_hand_count_and_puts_adaln_per_sample():
+    args = train_speed.parse_args(TINY + ["--seq-len", "12", "--image-tokens", "4"])
+    layout = train_speed.Layout(530, 4, 5, 512)
+    models = train_speed.build_models(args, layout)
+    d, f, V, T, B = 16, args.d_ff, 530, 12, 3
+    per_token = 4 * d * d + 3 * d * f + 2 * d + d  # q k v o, gate up down, two block norms, the final norm
+    for name in ("hf", "ours-llama"):
+        assert train_speed.flop_params(models[name]) == (per_token, 0, V * d)
+    n_token, n_sample, n_head = train_speed.flop_params(models["ours-train"])
+    adaln, time_mlp = d * 6 * d + 6 * d, 256 * d + d + d * d + d
+    assert (n_token, n_sample, n_head) == (per_token, adaln + time_mlp, V * d)
+    attention = 12 * 1 * 2 * (d // 2) * T  # 12 L H Q T per token
+    flops = train_speed.step_flops(models["ours-train"], models["ours-train"].cfg, B, T, logit_rows=7)
+    assert flops == (6 * per_token + attention) * B * T + 6 * n_sample * B + 6 * V * d * 7
+
+
+def test_layout_batches_are_legal_training_data():
+    layout = train_speed.Layout(530, 4, 5, 512)
+    x0 = layout.random_batch(3, torch.Generator().manual_seed(0))
+    assert x0.shape == (3, layout.T) and layout.legal[layout.segment_ids, x0].all()
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_speed.Layout(100, 4, 5, 512)
+
+
+def test_sample_speed_counts_one_forward_per_step_with_and_without_cfg():
+    out = sample_speed.main(TINY + ["--image-tokens", "6", "--text-tokens", "5", "--batch", "2", "--steps", "3",
+                                    "--cfg", "0,1.5", "--repeats", "1"])
+    assert [(s["task"], s["cfg"], s["rows"]) for s in out["settings"]] == [
+        ("t2i", 0.0, 2), ("t2i", 1.5, 4), ("i2t", 0.0, 2), ("i2t", 1.5, 4)]
+    for s in out["settings"]:
+        assert s["forwards"] == 3 and s["ratio"] > 0 and s["sample_s"] > 0
+
+
+def test_data_speed_reports_a_share_for_each_loader():
+    out = data_speed.main(TINY + ["--n", "50", "--image-tokens", "4", "--text-tokens", "5", "--batch", "2",
+                                  "--fetches", "5", "--steps", "1"])
+    assert set(out["loaders"]) == {"train.py", "uint16-ram", "memmap"}
+    assert out["step_ms"] > 0
+    assert all(0 < v["share"] < 1 and v["fetch_us"] > 0 for v in out["loaders"].values())
