@@ -37,7 +37,7 @@ from data.synthetic import CXR_FINDINGS, PATH_FINDINGS
 
 _HEADER = re.compile(r"\b(final report|findings|impression|conclusion|comparison|indication|history|technique|"
                      r"examination|exam|clinical information|reason for exam(ination)?|wet read)\s*:", re.I)
-_SENTENCE_END = re.compile(r"(?<!\d)\.(?!\d)|[!?\n]")            # a period between digits is a decimal point
+_SENTENCE_END = re.compile(r"(?<!\d)\.(?!\d)|(?<=[!?])|\n")      # "1.5 cm" stays whole; a "?" stays (a hedge)
 
 # Where a negation's or a hedge's scope ends: a contrast word, a semicolon, or a comma that opens a new positive clause.
 _SCOPE_BREAK = re.compile(r"\b(but|however|although|though|except|aside from|apart from|otherwise|whereas|while)\b|;|"
@@ -47,8 +47,9 @@ _NEGATION_PRE = re.compile(
     r"\b(no(?!\s+(significant\s+|interval\s+|appreciable\s+|substantial\s+)?(change|increase|decrease|worsening|"
     r"improvement|progression)\b)|not|without|negative for|free of|absence of|absent|lacks?|lacking|clear of|"
     r"resolution of|resolved|rather than|never)\b")
+_POST_SCOPE_END = re.compile(r"[,;]|\b(?:and|but|with|however|although|which|while)\b")   # "X ... is absent" ends here
 _NEGATION_POST = re.compile(
-    r"^[^,;]*?\b((is|are|was|were|has|have)\s+(been\s+)?)?(not\s+(seen|identified|present|visuali[sz]ed|evident|"
+    r"\b((is|are|was|were|has|have)\s+(been\s+)?)?(not\s+(seen|identified|present|visuali[sz]ed|evident|"
     r"appreciated|demonstrated|noted|detected)|absent|resolved)\b")
 _UNCERTAIN_PRE = re.compile(
     r"\b(possible|possibly|probable|probably|likely|may|might|could|questionable|question of|suspicious for|"
@@ -57,8 +58,8 @@ _UNCERTAIN_PRE = re.compile(
     r"presumably|rule out|r/o|evaluate for|assess(ment)? for|differential|either|indeterminate|uncertain|top[- ]normal|"
     r"not (entirely |completely )?(clear|certain))\b")
 _UNCERTAIN_POST = re.compile(
-    r"^[^,;]*?(\b(cannot|can not|could not|can't) be (excluded|ruled out|entirely excluded)|\bnot (be )?(excluded|"
-    r"ruled out)|\b(is|are) (possible|likely|suspected|questioned|not excluded)|\bmay be present|\?)")
+    r"\b(cannot|can not|could not|can't) be (excluded|ruled out|entirely excluded)|\bnot (be )?(excluded|ruled out)|"
+    r"\b(is|are) (possible|likely|suspected|questioned|not excluded)|\bmay be present|\?")
 _SIDE_WORDS = re.compile(r"\b(right|left|bilateral|bilaterally|both)\b")
 
 
@@ -74,7 +75,7 @@ def _classify(sentence, start, end):
     for brk in _SCOPE_BREAK.finditer(sentence, 0, start):
         scope_start = brk.end()
     before = sentence[scope_start:end]                 # up to the mention's end: "the heart is not enlarged"
-    after = sentence[end:]
+    after = _POST_SCOPE_END.split(sentence[end:], maxsplit=1)[0]
     if _UNCERTAIN_PRE.search(before) or _UNCERTAIN_POST.search(after):
         return -1
     if _NEGATION_PRE.search(before) or _NEGATION_POST.search(after):
@@ -175,8 +176,8 @@ CHEXPERT_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "En
                     "Pneumothorax", "Support Devices")      # the column order of mimic-cxr-2.0.0-chexpert.csv
 _CHEXPERT_PATTERNS = {
     "Atelectasis": r"atelecta\w*|\bcollapse",
-    "Cardiomegaly": r"cardiomegaly|(heart|cardiac silhouette|cardiac size|cardiac shadow)( size)?( is| are| appears| remains)?"
-                    r"( \w+ly| not| top normal to)? (enlarged|increased)|(enlargement|enlarged) (of the )?(heart|cardiac)|"
+    "Cardiomegaly": r"cardiomegaly|(heart|cardiac silhouette|cardiac size|cardiac shadow)( size)?"
+                    r"( is| are| appears| remains)?( \w+ly| not| top normal to)? (enlarged|increased)|(enlargement|enlarged) (of the )?(heart|cardiac)|"
                     r"enlarged heart|cardiac enlargement|(heart|cardiac silhouette)( size)?( is| remains| appears)? "
                     r"(top[- ]normal|borderline)",                   # hedged by the uncertainty cue itself
     "Consolidation": r"consolidat\w*",

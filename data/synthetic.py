@@ -1,26 +1,27 @@
 """Embedded synthetic image–report data with ground truth: a toy chest X-ray and a toy H&E pathology patch.
 
-MeDiM (Mao et al. 2025, "Discrete Diffusion Models with MLLMs for Unified Medical Multimodal Generation", arXiv 2510.06131)
-trains on MIMIC-CXR (Johnson et al. 2019, arXiv 1901.07042) and PathGen-1.6M (Sun et al. 2024, arXiv 2407.00203). Neither can be
-downloaded here, so the default data is procedural, and every pair carries the binary findings it was drawn from. That is what
-makes the toy data a yardstick: data/labeler.py reads the findings back from generated reports, `pixel_labels` (below) reads
-them back from generated images, and both are exact / ≥ 0.98 on the real toy data (tests/test_synthetic.py, test_labeler.py).
-Design and measured numbers: /work/shared/data-spec.md §5 and calibration.md.
+MeDiM (Mao et al. 2025, "Discrete Diffusion Models with MLLMs for Unified Medical Multimodal Generation",
+arXiv 2510.06131) trains on MIMIC-CXR (Johnson et al. 2019, arXiv 1901.07042) and PathGen-1.6M (Sun et al. 2024,
+arXiv 2407.00203). Neither can be downloaded here, so the default data is procedural, and every pair carries the binary
+findings it was drawn from. That makes the toy data a yardstick: data/labeler.py reads the findings back from generated
+reports and `pixel_labels` (below) from generated images; both are exact / ≥ 0.98 on real toy pairs
+(tests/test_synthetic.py, tests/test_labeler.py). Design and prototype numbers: shared/data-spec.md §5, calibration.md.
 
 What the model sees, and why the generator looks the way it does
-- Images are tokenised by a VQ-VAE with f = 8, so at 64 px one token covers 8×8 pixels. Every finding is drawn big and contrasty
-  enough to change whole tokens (the prototype's 2.2-px nodule hid inside one token and capped macro-F1): nodule radius ≥ 3.6 px,
-  effusions ≥ 1/4 of the lung height, a pneumothorax rim ≥ 4 px, nuclei sizes differ by 2×. All sizes scale with image_size/64.
+- Images are tokenised by a VQ-VAE with f = 8, so at 64 px one token covers 8×8 pixels. Every finding is drawn big and
+  contrasty enough to change whole tokens (the prototype's 2.2-px nodule hid inside one token and capped macro-F1):
+  nodule radius ≥ 3.6 px, effusions ≥ 1/4 of the lung height, a pneumothorax rim ≥ 4 px, nuclei sizes differ by 2×,
+  mitotic figures ~10×4 px in a clear halo. All sizes scale with image_size / 64.
 - Pixel noise is low by default (`noise`, σ in grey levels): noise makes VQ codes high-entropy and expensive to model.
 - Reports keep a CANONICAL sentence order (CXR: heart → lungs → pleura → devices → impression; pathology: architecture →
-  cellularity → nuclei → mitoses → inflammation → necrosis → diagnosis). A parallel decoder trained on shuffled order wrote word
-  salad (calibration.md: 4× lower label F1), so shuffling is an option, off by default.
-- Orientation: radiological convention. The patient's RIGHT is on the IMAGE LEFT (x < S/2); "left pleural effusion" is drawn
-  in the image-right lung, the heart bulges to the image right, a left chest pacemaker sits top right.
+  cellularity → nuclei → mitoses → inflammation → necrosis → diagnosis). A parallel decoder trained on shuffled order
+  wrote word salad (calibration.md: 4× lower label F1), so shuffling is an option, off by default.
+- Orientation: radiological convention. The patient's RIGHT is on the IMAGE LEFT (x < S/2): a "left pleural effusion"
+  is drawn in the image-right lung, the heart bulges to the image right, a left chest pacemaker sits top right.
 
-Sample i of a split is a pure function of (seed, split, i): np.random.default_rng([seed, split_id, i, domain_id]). Nothing is
-stored, so 20,000 pairs cost nothing until indexed; drawing one costs ≈0.5 ms (toy CXR) / ≈1 ms (pathology) at 64 px and
-≈1.1 / 2.3 ms at 128 px on one core (measured CPU time, `python -m data.synthetic --bench`).
+Sample i of a split is a pure function of (seed, split, i): np.random.default_rng([seed, split_id, i, domain_id]).
+Nothing is stored, so 20,000 pairs cost nothing until indexed; drawing one costs ≈0.5 ms (toy CXR) / ≈1 ms (pathology)
+at 64 px and ≈1.1 / 2.3 ms at 128 px on one core (CPU time, `python -m data.synthetic --bench`).
 Only numpy and scipy.ndimage are used; PIL only for the sample/grid export at the bottom.
 """
 import functools
@@ -34,7 +35,8 @@ from data.common import Pair
 
 #### Finding names (the label keys) and ids ############################################################################
 
-CXR_FINDINGS = ("cardiomegaly", "effusion_left", "effusion_right", "pneumothorax", "nodule", "consolidation", "support_device")
+CXR_FINDINGS = ("cardiomegaly", "effusion_left", "effusion_right", "pneumothorax", "nodule", "consolidation",
+                "support_device")
 PATH_FINDINGS = ("high_cellularity", "pleomorphism", "glands", "inflammation", "necrosis", "mitoses")
 FINDINGS = {"cxr": CXR_FINDINGS, "path": PATH_FINDINGS}
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}        # seeds the rng, so the splits are disjoint by construction
@@ -158,7 +160,8 @@ def _cap(s):
 #### Toy chest X-ray: geometry ##########################################################################################
 # All lengths are in "64-px units" times k = S/64, in a canonical pose (then warped). Patient right = image left.
 # Intensities (before the global gain/bias jitter of ±5%/±5): background 15, body 90, abdomen 112, lung 45 (+ribs 14),
-# spine 118, clavicles 130, effusion 165, consolidation ≤ 125, nodule 212, heart 215, pneumothorax 4 (pleural line 72), devices 250.
+# spine 118, clavicles 130, effusion 165, consolidation ≤ 125, nodule 212, heart 215, pneumothorax 4 (pleural line 72),
+# devices 250.
 # The windows are chosen so that pixel_labels can tell the findings apart by intensity and place alone.
 
 _CXR = dict(body=(28.0, 32.0, 4.0), lung_dx=12.5, lung_rx=10.0, lung_ry=21.0, lung_dy=-1.0, dome=16.0, dome_h=5.0,
@@ -168,8 +171,9 @@ _EFFUSION_FILL = {"small": (0.25, 0.31), "moderate": (0.37, 0.43), "large": (0.5
 _PTX_SIZE = {"small": (0.22, 0.26), "moderate": (0.31, 0.35), "large": (0.42, 0.47)}         # collapse fraction
 _NODULE_R = {"small": (3.6, 4.0), "large": (4.6, 5.2)}
 _CONSOL_R = {"focal": (6.0, 6.8), "extensive": (7.8, 8.8)}
-_LOBES = {("right", "upper"): "right upper lobe", ("right", "middle"): "right middle lobe", ("right", "lower"): "right lower lobe",
-          ("left", "upper"): "left upper lobe", ("left", "middle"): "lingula", ("left", "lower"): "left lower lobe"}
+_LOBES = {("right", "upper"): "right upper lobe", ("right", "middle"): "right middle lobe",
+          ("right", "lower"): "right lower lobe", ("left", "upper"): "left upper lobe", ("left", "middle"): "lingula",
+          ("left", "lower"): "left lower lobe"}
 _ZONE_CENTRE = {"upper": 0.22, "middle": 0.50, "lower": 0.72}     # fraction of the lung height, top = 0
 
 
@@ -290,7 +294,7 @@ def _render_cxr(rng, lab, meta, S, noise):
             fluid = lung[side] & (yy > L["dome"] - f * L["height"] - 3.0 * k * L["lateral"])
             img[fluid] = 165
             lung[side] &= ~fluid
-    # pneumothorax: the lung collapses toward the hilum; the apical-lateral rim is black (no markings), the pleural line shows
+    # pneumothorax: the lung collapses toward the hilum; the apical-lateral rim is black (no markings); pleural line
     if lab["pneumothorax"]:
         L = A[meta["pneumothorax_side"]]
         s = rng.uniform(*_PTX_SIZE[meta["pneumothorax_size"]])
@@ -408,8 +412,8 @@ def _cxr_report(rng, lab, meta, shuffle):
                          Lobe=_cap(meta["consolidation_lobe"])))
     if lab["nodule"]:
         size = say(_T["nodule_" + meta["nodule_size"]])
-        lungs.append(say(_T["nodule_pos"], size=size, Size=_cap(size), lobe=meta["nodule_lobe"], Lobe=_cap(meta["nodule_lobe"]),
-                         zone=f"{meta['nodule_side']} {meta['nodule_zone']} zone",
+        lungs.append(say(_T["nodule_pos"], size=size, Size=_cap(size), lobe=meta["nodule_lobe"],
+                         Lobe=_cap(meta["nodule_lobe"]), zone=f"{meta['nodule_side']} {meta['nodule_zone']} zone",
                          measure={"small": "8 mm", "large": "2 cm"}[meta["nodule_size"]],
                          a="an" if size[0] in "aeiou8" else "a", A="An" if size[0] in "aeiou8" else "A"))
     if not (lab["consolidation"] or lab["nodule"] or lab["effusion_left"] or lab["effusion_right"] or lab["pneumothorax"]):
@@ -465,7 +469,8 @@ def _cxr_impression(rng, lab, meta):
         items.append(meta["nodule_lobe"] + " nodule")
     eff = [s for s in ("right", "left") if lab[f"effusion_{s}"]]
     if eff:
-        items.append("bilateral pleural effusions" if len(eff) == 2 else f"{eff[0]} " + _pick(rng, ("pleural effusion", "effusion")))
+        items.append("bilateral pleural effusions" if len(eff) == 2 else
+                     f"{eff[0]} " + _pick(rng, ("pleural effusion", "effusion")))
     if lab["pneumothorax"]:
         items.append(f"{meta['pneumothorax_side']} pneumothorax")
     if not items:
@@ -477,10 +482,12 @@ def _cxr_impression(rng, lab, meta):
 # Sentence templates. Each positive finding has ≥ 5 phrasings (synonyms, word order); negatives are explicit.
 # No hedges ("possible", "likely") anywhere: the ground truth is certain, and labeler.py reads hedges as uncertain (-1).
 _T = {
-    "cardio_pos": ("The heart is {sevly} enlarged.", "{Sev} cardiomegaly.", "There is {sev} enlargement of the cardiac silhouette.",
+    "cardio_pos": ("The heart is {sevly} enlarged.", "{Sev} cardiomegaly.",
+                   "There is {sev} enlargement of the cardiac silhouette.",
                    "The cardiac silhouette is {sevly} enlarged.", "{Sev} cardiomegaly is present.",
                    "Heart size is {sevly} enlarged."),
-    "cardio_neg": ("The heart size is normal.", "Heart size is within normal limits.", "The cardiac silhouette is normal in size.",
+    "cardio_neg": ("The heart size is normal.", "Heart size is within normal limits.",
+                   "The cardiac silhouette is normal in size.",
                    "No cardiomegaly.", "Normal heart size.", "The heart is not enlarged."),
     "consol_focal": ("focal", "patchy", "small"),
     "consol_extensive": ("extensive", "dense", "large"),
@@ -498,11 +505,13 @@ _T = {
     "lungs_clear": ("The lungs are clear.", "Lungs are clear.", "The lungs are well expanded and clear."),
     "eff_pos": ("{Sev} {side} pleural effusion.", "There is a {sev} {side} pleural effusion.",
                 "{Sev} {side}-sided pleural effusion is present.", "{Side} pleural effusion, {sev} in size.",
-                "Blunting of the {side} costophrenic angle from a {sev} effusion.", "A {sev} {side} pleural effusion is seen."),
+                "Blunting of the {side} costophrenic angle from a {sev} effusion.",
+                "A {sev} {side} pleural effusion is seen."),
     "eff_bilat": ("{Sev} bilateral pleural effusions.", "There are {sev} bilateral pleural effusions.",
                   "Bilateral {sev} pleural effusions are present.", "{Sev} pleural effusions on both sides.",
                   "Bilateral pleural effusions, {sev} in size."),
-    "eff_bilat_mixed": ("{Sr} right and {sl} left pleural effusions.", "There are {sr} right and {sl} left pleural effusions.",
+    "eff_bilat_mixed": ("{Sr} right and {sl} left pleural effusions.",
+                        "There are {sr} right and {sl} left pleural effusions.",
                         "Bilateral pleural effusions, {sr} on the right and {sl} on the left."),
     "eff_side_neg": ("No {side} effusion.", "No {side} pleural effusion.", "The {side} costophrenic angle is sharp."),
     "eff_neg": ("No pleural effusion.", "There is no pleural effusion.", "No pleural effusions.", "No effusion is seen."),
@@ -510,14 +519,16 @@ _T = {
                 "A {sev} {side}-sided pneumothorax is present.", "{Side} pneumothorax, {sev} in size.",
                 "{Sev} {side} apical pneumothorax with a visible pleural line.",
                 "Air in the {side} pleural space from a {sev} pneumothorax."),
-    "ptx_neg": ("No pneumothorax.", "There is no pneumothorax.", "No evidence of pneumothorax.", "Pneumothorax is not seen."),
+    "ptx_neg": ("No pneumothorax.", "There is no pneumothorax.", "No evidence of pneumothorax.",
+                "Pneumothorax is not seen."),
     "eff_ptx_neg": ("No pleural effusion or pneumothorax.", "No effusion or pneumothorax.",
                     "There is no pleural effusion or pneumothorax.", "No pneumothorax or pleural effusion."),
     "pacemaker": ("{Side} chest wall pacemaker with a lead in the ventricle.", "A {side}-sided pacemaker is present.",
                   "Pacemaker generator overlies the {side} chest.", "{Side} pectoral pacemaker with its lead in place.",
                   "Cardiac pacemaker projects over the {side} upper chest."),
     "line": ("{Side} internal jugular central venous catheter ends in the SVC.", "A {side} IJ line ends in the SVC.",
-             "{Side} central line with its tip in the superior vena cava.", "Central venous catheter from the {side} with tip in the SVC.",
+             "{Side} central line with its tip in the superior vena cava.",
+             "Central venous catheter from the {side} with tip in the SVC.",
              "{Side}-sided central venous line terminates in the SVC."),
     "device_neg": ("No support devices.", "No lines or tubes.", "No medical devices are seen."),
     "impression_neg": ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.", "No acute findings."),
@@ -571,7 +582,9 @@ def _path_diagnosis(lab):
     """The caption's last sentence, a deterministic function of the labels (so it is learnable, never noise)."""
     if lab["pleomorphism"]:
         if lab["glands"]:
-            return ("moderately differentiated adenocarcinoma", 2) if lab["mitoses"] else ("well differentiated adenocarcinoma", 1)
+            if lab["mitoses"]:
+                return "moderately differentiated adenocarcinoma", 2
+            return "well differentiated adenocarcinoma", 1
         return "poorly differentiated carcinoma", 3
     for finding, dx in (("glands", "benign glandular tissue"), ("inflammation", "chronic inflammation"),
                         ("necrosis", "necrotic tissue"), ("high_cellularity", "hypercellular benign stroma"),
@@ -599,7 +612,8 @@ def _render_path(rng, lab, meta, S, noise):
     occupied = np.zeros((S, S), bool)
     big, nuclei, tiny, mitoses = [], [], [], []          # ellipse groups: (cy, cx, ry, rx, angle, color (n, 3))
     cells = list(rng.permutation(9))
-    cell_centre = lambda c: ((c // 3 + 0.5) * S / 3 + rng.uniform(-2, 2) * k, (c % 3 + 0.5) * S / 3 + rng.uniform(-2, 2) * k)
+    def cell_centre(c):                                  # centre of layout cell c (0..8), jittered ±2 px
+        return (c // 3 + 0.5) * S / 3 + rng.uniform(-2, 2) * k, (c % 3 + 0.5) * S / 3 + rng.uniform(-2, 2) * k
     if lab["necrosis"]:
         corner = _pick(rng, (0, 2, 6, 8))                # a corner cell; the necrosis spills into its neighbours
         cells = [c for c in cells if c not in _neighbours(corner)]
@@ -633,7 +647,8 @@ def _render_path(rng, lab, meta, S, noise):
         n = int(rng.integers(60, 76) * k * k)
         rad, ang = ir * np.sqrt(rng.uniform(0, 1, n)), rng.uniform(0, 2 * np.pi, n)
         lr = rng.uniform(1.0, 1.3, n) * k
-        tiny.append((iy + rad * np.sin(ang), ix + rad * np.cos(ang), lr, lr, np.zeros(n), np.broadcast_to(_LYMPHOCYTE, (n, 3))))
+        tiny.append((iy + rad * np.sin(ang), ix + rad * np.cos(ang), lr, lr, np.zeros(n),
+                     np.broadcast_to(_LYMPHOCYTE, (n, 3))))
         occupied |= (yy - iy) ** 2 + (xx - ix) ** 2 < (ir + 2 * k) ** 2
     # background nuclei on a jittered grid (never stacked); the spacing sets the cellularity
     spacing = (5.6 if lab["high_cellularity"] else 12.0) * k
@@ -725,7 +740,8 @@ _P = {
                          "Nuclei are small and regular."),
     "mitoses_pos": ("Mitotic figures are present.", "{N} mitoses are seen.", "There are {n} mitotic figures.",
                     "Mitotic activity is increased.", "Several mitotic figures are present.", "Mitoses are easily found."),
-    "mitoses_neg": ("No mitotic figures are seen.", "Mitoses are not identified.", "No mitoses.", "Mitotic activity is absent."),
+    "mitoses_neg": ("No mitotic figures are seen.", "Mitoses are not identified.", "No mitoses.",
+                    "Mitotic activity is absent."),
     "inflammation_pos": ("There is a dense lymphocytic infiltrate.", "A cluster of inflammatory cells is present.",
                          "Chronic inflammation is seen.", "A focal lymphoid aggregate is present.",
                          "An inflammatory infiltrate of lymphocytes.", "Lymphocytes cluster in the stroma."),
@@ -932,7 +948,9 @@ _PATH_RULES = {"high_cellularity": lambda st: st["density"] > (0.30 if st["atypi
 def pixel_labels(image, domain="cxr", return_stats=False):
     """Findings read from the pixels alone: {finding: 0|1} for every finding of the domain (and the raw statistics
     when return_stats=True). Any image size (measured at 64 px). Accuracy on real toy images: see tests/test_synthetic.py
-    (≥ 0.98 per finding is required; measured 1.000 on 3,000 images per domain at 64 px and 1,000 at 128 px).
+    (≥ 0.98 per finding is required; measured ≥ 0.999 per finding on 3,000 test images per domain at 64 px and 1,000 at
+    128 px, also with noise 0 and 6). A crude k-means patch VQ (f = 8, K = 512, no decoder, 22–29 dB) kept CXR findings
+    at 0.94–1.00 but smeared the rare pathology colours (mitoses 0.73, inflammation 0.82): check real reconstructions.
     Built for toy images, so generated or VQ-reconstructed images that drift in intensity will score lower: that drop is
     the signal it exists to measure."""
     image = np.asarray(image)
@@ -957,7 +975,8 @@ _SHOWCASE = {"cxr": [(), ("cardiomegaly",), ("effusion_right",), ("effusion_left
                      ("consolidation",), ("support_device",), ("support_device",),      # a pacemaker and a line
                      ("cardiomegaly", "effusion_left", "effusion_right")],
              "path": [(), ("high_cellularity",), ("pleomorphism",), ("glands",), ("inflammation",), ("necrosis",),
-                      ("mitoses",), ("high_cellularity", "pleomorphism", "mitoses"), ("pleomorphism", "glands", "necrosis")]}
+                      ("mitoses",), ("high_cellularity", "pleomorphism", "mitoses"),
+                      ("pleomorphism", "glands", "necrosis")]}
 
 
 def showcase(domain, image_size=64, seed=0):
@@ -968,11 +987,12 @@ def showcase(domain, image_size=64, seed=0):
     for i in range(len(ds)):
         pair = ds[i]
         positive = {f for f, v in pair.labels.items() if v}
+        shown_devices = {p.meta.get("device") for p in found if p is not None}
         for j, w in enumerate(wanted):
-            if found[j] is None and positive == w and not (domain == "cxr" and w == {"support_device"} and
-                                                           any(p is not None and p.meta.get("device") == pair.meta.get("device")
-                                                               for p in found)):
-                found[j] = pair
+            repeat_device = w == {"support_device"} and pair.meta.get("device") in shown_devices
+            if found[j] is None and positive == w and not repeat_device:
+                found[j] = pair                          # (the two device slots get a pacemaker and a line)
+                break
         if all(p is not None for p in found):
             return found
     raise RuntimeError(f"showcase: could not find every finding set for {domain} in 5000 test pairs")
@@ -1023,8 +1043,9 @@ def write_grid(path, image_size=64, seed=0, scale=3):
     cols = max(len(r) for r in rows)
     canvas = Image.new("RGB", (cols * (tile + pad) + pad, head + len(rows) * (tile + text_h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 6), f"Synthetic toy data ({image_size} px, shown x{scale}). Red: ground-truth findings; black: the report. "
-              "Chest X-ray in radiological convention: the patient's RIGHT is on the IMAGE LEFT.", fill="black", font=bold)
+    draw.text((pad, 6), f"Synthetic toy data ({image_size} px, shown x{scale}). Red: ground-truth findings; "
+              "black: the report. Chest X-ray in radiological convention: the patient's RIGHT is on the IMAGE LEFT.",
+              fill="black", font=bold)
     for r, pairs in enumerate(rows):
         for c, pair in enumerate(pairs):
             x, y = pad + c * (tile + pad), head + pad + r * (tile + text_h + pad)

@@ -22,12 +22,12 @@ def _pairs(domain, n, split="val", **kw):
 
 @pytest.fixture(scope="module")
 def cxr():
-    return _pairs("cxr", 400)
+    return _pairs("cxr", 300)
 
 
 @pytest.fixture(scope="module")
 def path():
-    return _pairs("path", 400)
+    return _pairs("path", 300)
 
 
 def _auc(pos, neg):
@@ -108,6 +108,8 @@ def test_samples_fixture_in_docs_regenerates_exactly():
     """docs/samples was written by `python -m data.synthetic --samples docs/samples`; regenerate and compare
     (labels and reports exactly; pixels with a tolerance, in case a numpy release changes a float detail)."""
     folder = os.path.join(ROOT, "docs", "samples")
+    assert os.path.isfile(os.path.join(folder, "labels.json")), \
+        "docs/samples missing: run `python -m data.synthetic --samples docs/samples` and commit it (not git-ignored)"
     with open(os.path.join(folder, "labels.json")) as f:
         index = json.load(f)
     assert len(index) >= 10
@@ -137,7 +139,7 @@ def _bright_off_heart(img):
 def _cxr_simple_stats(img):
     img = img.astype(float)
     heart_rows = img[41:48]
-    runs = [max((len(r) for r in "".join("1" if v > 190 else "0" for v in row).split("0")), default=0) for row in heart_rows]
+    runs = [max(len(r) for r in "".join("1" if v > 190 else "0" for v in row).split("0")) for row in heart_rows]
     lungs = np.zeros_like(img, bool)
     lungs[12:42, 9:28] = lungs[12:42, 37:56] = True
     return {"heart_width": max(runs),
@@ -161,7 +163,7 @@ def test_cxr_finding_changes_a_simple_pixel_statistic(cxr, finding, stat, confou
             not (confounder == "effusion_right" and p.labels["effusion_left"])]
     values = [(_cxr_simple_stats(p.image)[stat], p.labels[finding]) for p in keep]
     pos, neg = [v for v, y in values if y], [v for v, y in values if not y]
-    assert len(pos) >= 20 and len(neg) >= 100
+    assert len(pos) >= 15 and len(neg) >= 100
     assert _auc(pos, neg) >= 0.97, (finding, stat, np.percentile(pos, 5), np.percentile(neg, 95))
 
 
@@ -185,7 +187,7 @@ def test_pathology_finding_changes_a_simple_pixel_statistic(path, finding, stat,
     keep = [p for p in path if not (confounder and p.labels[confounder])]
     values = [(_path_simple_stats(p.image)[stat], p.labels[finding]) for p in keep]
     pos, neg = [v for v, y in values if y], [v for v, y in values if not y]
-    assert len(pos) >= 20 and len(neg) >= 40
+    assert len(pos) >= 15 and len(neg) >= 40
     assert _auc(pos, neg) >= 0.97, (finding, stat, np.percentile(pos, 5), np.percentile(neg, 95))
 
 
@@ -236,8 +238,9 @@ def test_about_30_percent_of_cxr_are_normal_and_effusion_goes_with_cardiomegaly(
 
 def test_report_sentences_follow_the_canonical_order_unless_shuffled():
     order = ["heart", "lungs", "pleura", "devices"]
-    cues = [("devices", r"pacemaker|(?<!pleural )line|catheter|device|tube"), ("pleura", r"effusion|costophrenic|pneumothora|pleural space"),
-            ("lungs", r"consolidat|airspace|nodul|lungs"), ("heart", r"heart|cardi")]   # first match wins
+    cues = [("devices", r"pacemaker|(?<!pleural )line|catheter|device|tube"),       # first match wins
+            ("pleura", r"effusion|costophrenic|pneumothora|pleural space"),
+            ("lungs", r"consolidat|airspace|nodul|lungs"), ("heart", r"heart|cardi")]
 
     def ranks(report):
         findings = report.split("IMPRESSION:")[0].replace("FINDINGS:", "")
@@ -266,7 +269,7 @@ def _template(sentence):
 @pytest.mark.parametrize("domain", ["cxr", "path"])
 def test_every_finding_has_at_least_five_phrasings_and_explicit_negations(domain):
     positive, negative = {}, {}
-    for p in _pairs(domain, 1000, split="train"):
+    for p in _pairs(domain, 700, split="train"):
         for sentence in re.split(r"(?<=\.)\s+", p.report.split("IMPRESSION:")[0].replace("FINDINGS:", "").strip()):
             labels = report_labels(sentence, domain)
             for f, v in labels.items():
