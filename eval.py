@@ -960,7 +960,9 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
     from data.labeler import chexpert_labels, report_labels
     from sample import condition_on_images, condition_on_reports, generate, save_grid
 
-    test = data.load_pairs(cfg.data, "test", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed)
+    from train import data_options
+    test = data.load_pairs(cfg.data, "test", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
+                           **data_options(cfg))
     n = min(cfg.n_eval, len(test))
     pairs = [test[i] for i in range(n)]
     images, reports, domains = [p.image for p in pairs], [p.report for p in pairs], [p.domain for p in pairs]
@@ -1036,8 +1038,9 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
 def _train_pairs_of(cfg, domain: str, n: int) -> list:
     """Up to n training pairs of one domain (for the oracle, the label prior and the random-report baseline)."""
     import data
+    from train import data_options
     train = data.load_pairs(cfg.data, "train", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
-                            limit=n)
+                            limit=n, **data_options(cfg))
     return [p for p in (train[j] for j in range(len(train))) if p.domain == domain]
 
 
@@ -1106,6 +1109,11 @@ def main(argv=None):
     p.add_argument("--inception-weights", default=os.environ.get("MEDIM_INCEPTION", ""),
                    help="path to pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights)")
     p.add_argument("--n-eval", type=int, default=0, help="--run: number of test pairs (default: the run's n_eval)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="--run: override a sampling setting of the run, e.g. --set token_temperature=0 --set cfg_scale=2 "
+                        "(sample_steps, text_steps, temperature, token_temperature, cfg_scale, text_left_to_right)")
+    p.add_argument("--out", default="", help="--run: where metrics go (default RUN/metrics.json; use another name to compare)")
+    p.add_argument("--raw-weights", action="store_true", help="--run: the raw weights instead of the EMA weights")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.fid:
@@ -1119,13 +1127,24 @@ def main(argv=None):
     else:
         from types import SimpleNamespace
         from sample import load_run
-        model, tok, tcfg = load_run(args.run, args.device)
+        model, tok, tcfg = load_run(args.run, args.device, use_ema=not args.raw_weights)
         cfg = SimpleNamespace(**tcfg)
         cfg.out = args.run
         if args.n_eval:
             cfg.n_eval = args.n_eval
-        m = evaluate(model, tok, cfg, device=args.device, grid_path=os.path.join(args.run, "samples.png"))
-        with open(os.path.join(args.run, "metrics.json"), "w") as f:
+        allowed = {"sample_steps": int, "text_steps": int, "temperature": float, "token_temperature": float,
+                   "cfg_scale": float, "text_left_to_right": lambda v: v.lower() in ("1", "true", "yes")}
+        for kv in args.set:
+            key, _, value = kv.partition("=")
+            if key not in allowed or not value:
+                p.error(f"--set {kv!r}: expected KEY=VALUE with KEY one of {sorted(allowed)}")
+            setattr(cfg, key, allowed[key](value))
+        out = args.out or os.path.join(args.run, "metrics.json")
+        m = evaluate(model, tok, cfg, device=args.device,
+                     grid_path=os.path.splitext(out)[0] + ".png" if args.out else os.path.join(args.run, "samples.png"))
+        if os.path.exists(os.path.join(args.run, "metrics.json")) and not args.out:
+            m.setdefault("train", json.load(open(os.path.join(args.run, "metrics.json"))).get("train", {}))
+        with open(out, "w") as f:
             json.dump(m, f, indent=2)
         print(format_table(m))
 

@@ -75,7 +75,7 @@ class MeDiMConfig:
 # MeDiMConfig(**PRESETS['small'], vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id).
 PRESETS = {
     'tiny': dict(d_model=32, n_layers=2, n_heads=2, d_ff=64),                 # unit tests
-    'small': dict(d_model=128, n_layers=4, n_heads=4, d_ff=384),              # CPU default, ~1M params in the blocks
+    'small': dict(d_model=128, n_layers=4, n_heads=4, d_ff=384),              # CPU default: 1.25M params in the blocks
     'base': dict(d_model=512, n_layers=8, n_heads=8, d_ff=1536),              # one GPU, or a patient CPU
     'gemma-7b-10L': dict(d_model=3072, n_layers=10, n_heads=16, n_kv_heads=16, head_dim=256, d_ff=24576,
                          act='gelu_tanh', norm_plus_one=True, embed_scale=True, tie_embeddings=True),  # MeDiM (§1)
@@ -92,12 +92,17 @@ class RMSNorm(nn.Module):
         self.eps, self.plus_one = eps, plus_one
         self.weight = nn.Parameter(torch.zeros(dim) if plus_one else torch.ones(dim))
 
-    def forward(self, x):
+    def normalize(self, x):
         xf = x.float()  # the statistics in fp32 whatever the activation dtype, as HF does
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def gain(self):
+        return 1.0 + self.weight.float() if self.plus_one else self.weight
+
+    def forward(self, x):
         if self.plus_one:  # Gemma scales in fp32 and casts after ("(x * w).to(float16)")
-            return (xf * (1.0 + self.weight.float())).type_as(x)
-        return self.weight * xf.type_as(x)  # Llama casts first, then scales
+            return (self.normalize(x) * self.gain()).type_as(x)
+        return self.gain() * self.normalize(x).type_as(x)  # Llama casts first, then scales
 
 
 def rope_tables(seq_len, head_dim, theta):
@@ -190,16 +195,17 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))  # (B, D)
 
 
-def modulate(x, shift, scale):
-    """AdaLN (DiT): a per-sample shift and scale on top of the normalised activations, x * (1 + scale) + shift.
-    x (B, T, D), shift/scale (B, 1, D). addcmul does it in one pass over x (this runs 4x per layer)."""
-    return torch.addcmul(shift, x, 1 + scale)
+def modulate(x, norm, shift, scale):
+    """AdaLN (DiT) after an RMSNorm: norm(x) * (1 + scale) + shift, a per-sample shift and scale on top of the
+    normalised activations. The norm's own gain is folded into the scale, so it is one pass over x instead of two
+    (it runs twice per layer). x (B, T, D); shift, scale (B, 1, D)."""
+    return torch.addcmul(shift, norm.normalize(x), norm.gain() * (1 + scale)).type_as(x)
 
 
 class Block(nn.Module):
     """Pre-norm decoder block; with time_cond='adaln' (§2.3):
-        h   = x + (1 + gate_msa) * Attn(modulate(RMSNorm1(x), shift_msa, scale_msa))
-        out = h + (1 + gate_mlp) * MLP (modulate(RMSNorm2(h), shift_mlp, scale_mlp))
+        h   = x + (1 + gate_msa) * Attn(RMSNorm1(x) * (1 + scale_msa) + shift_msa)
+        out = h + (1 + gate_mlp) * MLP (RMSNorm2(h) * (1 + scale_mlp) + shift_mlp)
     The pretrained norm affine is kept and the modulation applied on top of it, as in the official code."""
 
     def __init__(self, cfg):
@@ -216,9 +222,9 @@ class Block(nn.Module):
             return x + self.mlp(self.post_attention_layernorm(x))
         mods = rearrange(self.adaLN_modulation(c), 'b (k d) -> k b 1 d', k=6)  # 6 x (B, 1, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods  # the official chunk order
-        h = modulate(self.input_layernorm(x), shift_msa, scale_msa)
+        h = modulate(x, self.input_layernorm, shift_msa, scale_msa)
         x = torch.addcmul(x, 1 + gate_msa, self.self_attn(h, cos, sin, attn_mask, is_causal))  # x + (1 + g) * attn
-        h = modulate(self.post_attention_layernorm(x), shift_mlp, scale_mlp)
+        h = modulate(x, self.post_attention_layernorm, shift_mlp, scale_mlp)
         return torch.addcmul(x, 1 + gate_mlp, self.mlp(h))                                     # x + (1 + g) * mlp
 
 
@@ -271,19 +277,16 @@ class MeDiM(nn.Module):
             nn.init.zeros_(self.model.time_embedder.mlp[2].bias)
 
     def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
-        """x (B, T) long ids; t (B,) float diffusion time in [0, 1] (ignored when time_cond='none');
-        key_padding_mask optional bool (B, T), True = a padding key nobody attends to (PyTorch's convention);
-        logits_at optional bool (B, T), or long (M,) indices into the B*T flattened positions: return logits only
-        there, as (M, V) in row-major order (the loss needs them at masked tokens only, which saves up to half the
-        lm_head, and half the logits memory, that matters with a pretrained LLM's vocabulary).
-        Returns float32 logits (B, T, V), or (M, V) with logits_at."""
+        """x (B, T) long; t (B,) float time in [0, 1] (unused with time_cond='none'); key_padding_mask optional bool
+        (B, T), True = a padding key nobody attends to (PyTorch's convention); logits_at optional bool (B, T) or long (M,)
+        flat indices: logits only there, (M, V) row-major (the loss needs them at masked tokens only: up to half the
+        lm_head and the logits memory saved, which matters with an LLM's vocabulary). Returns float32 logits."""
         cfg = self.cfg
         B, T = x.shape
         if T > cfg.seq_len:
             raise ValueError(f"MeDiM.forward: sequence length {T} > cfg.seq_len {cfg.seq_len}")
         if logits_at is not None and logits_at.dtype == torch.bool:
-            logits_at = logits_at.flatten().nonzero().squeeze(1)  # (M,) now: on a GPU this waits for the queue, which
-                                                                  # is short here and would hold the whole forward later
+            logits_at = logits_at.flatten().nonzero().squeeze(1)  # (M,) now, while a GPU's queue is short: it syncs
         h = self.model.embed_tokens(x)                                       # (B, T, D)
         if cfg.embed_scale:  # Gemma: sqrt(d) cast to the weight dtype first (55.4256 is 55.5 in bf16), as HF does
             h = h * torch.tensor(math.sqrt(cfg.d_model), dtype=h.dtype)
@@ -337,16 +340,21 @@ def q_xt(x0, p_mask, mask_id, generator=None):
     return torch.where(_uniform(x0.shape, generator, x0.device) < p_mask, mask_id, x0)
 
 
-def token_mask_probs(t, segment_ids, task, *, i2t_power=0.0, t2i_power=0.0):
-    """(B, T) mask probability of each token, given each row's time t (B,) and task (B,) (JOINT, TEXT_GIVEN, IMAGE_GIVEN).
-    JOINT: both modalities at mask_prob(t), one t per sample shared by image and text (§5).
-    TEXT_GIVEN (t2i): text clean, image at mask_prob(t ** t2i_power); IMAGE_GIVEN (i2t): image clean, text at
-    mask_prob(t ** i2t_power). Power 0 masks the target fully (UniDisc); 0.5 masks it heavier than t but not fully, which
-    the calibration run found much better for reports (the report's content is decided while most of it is masked)."""
+def token_mask_probs(t, segment_ids, task, *, i2t_power=0.0, t2i_power=0.0, suffix_rows=None):
+    """(B, T) mask probability of each token, given each row's time t (B,) and task (B,). JOINT: both modalities at
+    mask_prob(t), one t shared by image and text (§5). TEXT_GIVEN (t2i): text clean, image at mask_prob(t ** t2i_power);
+    IMAGE_GIVEN (i2t): the reverse with i2t_power. Power 0 masks the target fully (UniDisc); 0.5, heavier than t but not
+    fully, was much better for reports in the calibration run (a report's content is decided while mostly masked).
+    suffix_rows (B,) bool: in these rows the report is masked as a suffix, its last t-fraction of slots (probability 1
+    there, 0 before): exactly the states a left-to-right report decoder visits, which i.i.d. masking almost never makes."""
     p_joint = mask_prob(t)                                                                     # (B,)
     p_img = torch.where(task == TEXT_GIVEN, mask_prob(t ** t2i_power), p_joint).masked_fill(task == IMAGE_GIVEN, 0)
     p_txt = torch.where(task == IMAGE_GIVEN, mask_prob(t ** i2t_power), p_joint).masked_fill(task == TEXT_GIVEN, 0)
     p = torch.where(segment_ids == IMAGE, p_img[:, None], p_txt[:, None])                   # (B, T)
+    if suffix_rows is not None:
+        is_txt = segment_ids == TEXT                                                           # (B, T)
+        where = (is_txt.cumsum(1) - 1) / is_txt.sum(1, keepdim=True).clamp(min=1)             # slot's place in [0, 1)
+        p = torch.where(suffix_rows[:, None] & is_txt, (where >= 1 - t[:, None]).float(), p)
     return p.masked_fill(segment_ids == 0, 0.0)
 
 
@@ -356,9 +364,8 @@ def subs_logprobs(logits, xt, legal_pos, mask_id):
       2. zero masking probability: [MASK] is never predicted (logit -inf);
       3. carry-over unmasking: an unmasked position copies its token, log p = 0 at xt and -inf elsewhere.
     logits (..., V), xt (...), legal_pos bool (..., V) or broadcastable (legal[segment_ids]). Returns log p (..., V).
-    The loss and the sampler need this only at masked positions, where it is a softmax over the legal ids: they compute
-    exactly that on those columns alone (segment_vocab), which skips exp(-inf) (a slow path on CPU, 4x the cost of the
-    whole cross-entropy) and the 80% of a 2700-id vocabulary an image slot may not use."""
+    Loss and sampler need it at masked positions only, where it is the softmax over the legal ids: they compute that on
+    those columns alone (segment_vocab), skipping exp(-inf) (a slow path on CPU) and ids a slot may never use."""
     logits = logits.float().masked_fill(~legal_pos, float('-inf'))
     logits[..., mask_id] = float('-inf')
     logp = logits.log_softmax(dim=-1)
@@ -373,25 +380,25 @@ def segment_vocab(legal, mask_id):
 
 
 def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0.15, cond_text_share=0.5,
-                   i2t_power=0.0, t2i_power=0.0, loss_weight='elbo', t=None):
+                   i2t_power=0.0, t2i_power=0.0, i2t_suffix=0.0, loss_weight='elbo', t=None):
     """One MDLM training loss on clean sequences x0 (B, T) long.
 
-    segment_ids (T,) or (B, T) long: 0 never diffused, 1 image, 2 text (text slots include <eos> and <pad>, which are
-    diffused and predicted like any token, so the model learns report length). legal (3, V) bool: legal ids per segment.
-    Recipe knobs:
-      cond_frac        fraction of rows where one modality is the clean condition (UniDisc; the official code sets
-                       mask_entire_modality 0.15 but never reads it, §5). These train the pure t2i / i2t states the
-                       sampler starts from, and the unconditional branch CFG needs.
+    segment_ids (T,) or (B, T) long: 0 never diffused, 1 image, 2 text (text slots include <eos> and <pad>, diffused and
+    predicted like any token, so the model learns report length). legal (3, V) bool: the legal ids of each segment.
+      cond_frac        share of rows where one modality is the clean condition (UniDisc; the official code sets
+                       mask_entire_modality 0.15 but never reads it, §5): the pure t2i / i2t states the sampler starts
+                       from, and the unconditional branch CFG needs.
       cond_text_share  of those rows, the share where the TEXT is given (t2i); the rest are i2t.
-      i2t_power / t2i_power   target-modality mask rate t ** power in those rows (0 = fully masked); token_mask_probs.
-      loss_weight      'elbo': CE of each masked token x 1 / (its mask probability), summed and divided by the number
-                       of diffused tokens: the MDLM NELBO, whose weight alpha'/(1 - alpha) is 1/t for the log-linear
-                       schedule (MDLM diffusion.py L894; LLaDA's CE / p_mask is the same). 'uniform': plain mean CE over
-                       the masked tokens (MaskGIT/BERT), not a likelihood bound.
+      i2t_power, t2i_power   the target modality's mask rate there is t ** power (0 = fully masked); token_mask_probs.
+      i2t_suffix       share of the i2t rows whose report is masked as a suffix (token_mask_probs), for left-to-right
+                       report decoding; 0 keeps pure MDLM masking.
+      loss_weight      'elbo': CE of each masked token / its mask probability, summed, per diffused token: the MDLM
+                       NELBO, whose weight alpha'/(1 - alpha) is 1/t for the log-linear schedule (MDLM diffusion.py
+                       L894; LLaDA's CE / p_mask is the same). 'uniform': mean CE over masked tokens (MaskGIT), no bound.
       t                optional (B,) times instead of sample_t (tests).
-    The model's time input is the fraction of the row's diffused tokens that are masked: a function of x_t, so the
-    sampler can feed exactly the same quantity at every step (the official sampler feeds a linear t that does not match
-    its arccos schedule, §6). Returns (loss, stats): stats holds detached scalars for logging."""
+    The model's time input is the masked share of the row's diffused tokens: a function of x_t, so the sampler feeds
+    exactly the same quantity (the official sampler feeds a linear t that does not match its arccos schedule, §6).
+    Returns (loss, stats): stats holds detached scalars for logging (loss_image, loss_text, mask_frac, task shares)."""
     cfg = model.cfg
     if cfg.mask_id < 0:
         raise ValueError("diffusion_loss: model.cfg.mask_id is not set (use tokenizer Vocab.mask_id)")
@@ -407,7 +414,8 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     u = _uniform((B, 2), generator, x0.device)
     task = torch.where(u[:, 0] < cond_frac, torch.where(u[:, 1] < cond_text_share, TEXT_GIVEN, IMAGE_GIVEN), JOINT)
     t = sample_t(B, generator, x0.device) if t is None else t.to(x0.device)           # (B,)
-    p_mask = token_mask_probs(t, seg, task, i2t_power=i2t_power, t2i_power=t2i_power)  # (B, T)
+    suffix = (task == IMAGE_GIVEN) & (_uniform(B, generator, x0.device) < i2t_suffix) if i2t_suffix > 0 else None
+    p_mask = token_mask_probs(t, seg, task, i2t_power=i2t_power, t2i_power=t2i_power, suffix_rows=suffix)  # (B, T)
     xt = q_xt(x0, p_mask, cfg.mask_id, generator)
     masked = xt == cfg.mask_id                                                         # (B, T)
     # every index is found before the forward: on a GPU, finding them waits for the queue, which is short here
@@ -445,12 +453,10 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
 
 
 def reveal_counts(n_masked, steps, schedule='arccos'):
-    """How many tokens to reveal at each of `steps` steps, (B, steps) long, for rows with n_masked (B,) masked tokens.
-    'arccos' is the official adap_sche (§6): the share revealed at step i is proportional to arccos(r_i) with r going
-    from 1 to 0, so few tokens early (little context) and many late. We take r_i = 1 - (i+1)/steps (so step 0 is not
-    empty) and round the cumulative count, so the counts always sum to n_masked exactly (the official version sets
-    zero counts to 1 and puts the remainder on the last step, which can overshoot). 'linear': equal counts per step
-    (LLaDA get_num_transfer_tokens), used for left-to-right text so that steps = L is one token per step."""
+    """Tokens to reveal at each of `steps` steps, (B, steps) long, for rows with n_masked (B,) masked tokens. 'arccos':
+    the official adap_sche (§6), step i's share is proportional to arccos(1 - (i+1)/steps): few tokens early (little
+    context), many late. Cumulative counts are rounded, so they always sum to n_masked (the official code sets zero
+    counts to 1 and dumps the rest on the last step). 'linear': equal counts (LLaDA), for left-to-right text."""
     i = torch.arange(1, steps + 1, dtype=torch.float64)
     w = torch.arccos(1 - i / steps) if schedule == 'arccos' else torch.ones(steps, dtype=torch.float64)  # (S,)
     cum = torch.cumsum(w, 0) / w.sum()                                         # (S,) share revealed after step i
@@ -467,11 +473,10 @@ def gumbel(shape, generator, device):
 
 
 def draw_tokens(logp, temperature, generator):
-    """One id per row of logp (M, V) from softmax(logp / temperature) (temperature 0 = argmax), by inverse-CDF sampling:
-    one float64 uniform per row against the float64 running sum of the probabilities. The failure LLaDA quotes (see
-    gumbel) comes from float32 Gumbel noise, whose truncated tail lowers the effective temperature; here nothing is
-    truncated (each float32 probability is off by ~1e-7 relative, unbiased, and the sum over the vocabulary is float64),
-    and one uniform per row instead of one Gumbel per vocabulary entry keeps sampling cheap next to the forwards."""
+    """One id per row of logp (M, V) from softmax(logp / temperature) (0 = argmax) by inverse-CDF sampling: a float64
+    uniform per row against the float64 running sum of the probabilities. LLaDA's failure (see gumbel) is float32 Gumbel
+    noise whose truncated tail lowers the temperature; nothing is truncated here, and one uniform per row instead of one
+    Gumbel per vocabulary entry keeps sampling cheap next to the forwards."""
     if temperature == 0:
         return logp.argmax(-1)
     probs = logp.exp() if temperature == 1 else (logp / temperature).softmax(-1)                    # (M, V)
@@ -504,27 +509,24 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
     changes. Tasks are just what is masked: report -> image (image slots masked), image -> report (text slots masked),
     a joint pair (both), or a pair from a prompt (domain tag and/or first words given).
 
-    segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss. Arguments:
-      steps              steps per modality (image_steps / text_steps override it per modality), at most one per
-                         masked token. Each modality follows its own reveal_counts table; both start at step 0, so the
-                         shorter one finishes first (a joint pair with image_steps < text_steps finishes its image,
-                         then writes the rest of the report against it).
-      cfg_scale          guidance w: logits (1 + w) c - w u, where u is the same x with the conditioning (diffused,
-                         unmasked at the start) tokens replaced by [MASK]; 0 turns CFG off (no extra rows).
+    segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss.
+      steps              steps per modality (image_steps / text_steps override it), at most one per masked token. Each
+                         modality has its own reveal_counts table and both start at step 0, so the shorter finishes
+                         first (image_steps < text_steps: the image is done, then the report is finished against it).
+      cfg_scale          guidance w: logits (1 + w) c - w u, u = the same x with the condition (diffused tokens given
+                         at the start) replaced by [MASK]; 0 = no CFG, no extra rows.
       cfg_schedule       'linear': w = cfg_scale * (1 - t), t = masked share of the tokens to generate (the official
-                         get_cfg_weight: no guidance at the first step, full at the end); 'constant': w = cfg_scale.
-      temperature        scale of the Gumbel noise added to the confidence log p(sampled token), annealed linearly to 0
-                         over the steps (MaskGIT's choice temperature; the official r_temp * t, §6). 0 = pure confidence.
-      token_temperature  tokens are drawn from softmax(log p / token_temperature) (1 = the model's distribution, as
-                         the official multinomial); 0 = argmax.
-      text_left_to_right reveal text slots in position order instead of by confidence, the same number at every step
-                         (tokens still drawn with token_temperature). Confidence-first decoding fills "no", ".", "is"
-                         first and repeats words; left-to-right (text_steps = L for one token per step, fewer for
-                         semi-autoregressive blocks) was worth +0.10 to 0.14 label F1 in the calibration run.
+                         get_cfg_weight: none at the first step, full at the end); 'constant': w = cfg_scale.
+      temperature        scale of the Gumbel noise on the confidence log p(drawn token), annealed linearly to 0 over
+                         the steps (MaskGIT's choice temperature; the official r_temp * t, §6). 0 = pure confidence.
+      token_temperature  tokens are drawn from softmax(log p / token_temperature): 1 = the model's distribution (the
+                         official multinomial), 0 = argmax.
+      text_left_to_right reveal text slots in position order, the same number per step, instead of by confidence, which
+                         fills "no", ".", "is" first and repeats words; left-to-right (text_steps = L: one token per step;
+                         fewer: semi-autoregressive blocks) gave +0.10 to 0.14 label F1 in the calibration run.
       generator          torch.Generator: the same seed gives the same samples.
-    The time input at each step is the masked fraction of each row's diffused tokens, as in training. Tokens are only
-    ever written at masked positions, so nothing revealed is re-masked. Text is not cut at <eos> here (the caller does).
-    Returns x with every [MASK] filled by an id legal for its segment."""
+    The time input is each row's masked share of diffused tokens, as in training. Tokens are only written at masked
+    slots, so nothing revealed is re-masked. Text is not cut at <eos> here (the caller does). Returns x, all filled."""
     mask_id = model.cfg.mask_id
     if mask_id < 0:
         raise ValueError("sample: model.cfg.mask_id is not set (use tokenizer Vocab.mask_id)")
@@ -598,13 +600,11 @@ SAFETENSORS_DTYPES = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.
 
 
 def safetensors_header(path):
-    """A .safetensors file is: 8 bytes little-endian header length n, n bytes of JSON {name: {dtype, shape,
-    data_offsets: [begin, end]}} (offsets relative to the end of the header), then the raw little-endian tensor bytes.
-    Returns ({name: entry}, byte offset where the data starts)."""
+    """A .safetensors file: 8 bytes little-endian header length n, n bytes of JSON {name: {dtype, shape, data_offsets:
+    [begin, end] after the header}}, then raw little-endian tensor bytes. Returns ({name: entry}, data start offset)."""
     size = os.path.getsize(path)
     with open(path, 'rb') as f:
-        raw = f.read(8)
-        n = struct.unpack('<Q', raw)[0] if len(raw) == 8 else -1
+        n = struct.unpack('<Q', f.read(8))[0] if size >= 8 else -1
         if not 2 <= n <= size - 8:
             raise ValueError(f"{path}: not a safetensors file (bad header length)")
         header = json.loads(f.read(n))
@@ -621,8 +621,7 @@ def safetensors_header(path):
 
 def read_safetensor(path, entry, data_start):
     """Read ONE tensor (seek + read its bytes), so loading the first 10 layers of a 28-layer model reads only those."""
-    begin, end = entry['data_offsets']
-    dtype = SAFETENSORS_DTYPES[entry['dtype']]
+    (begin, end), dtype = entry['data_offsets'], SAFETENSORS_DTYPES[entry['dtype']]
     if end == begin:
         return torch.empty(entry['shape'], dtype=dtype)
     with open(path, 'rb') as f:
@@ -636,8 +635,7 @@ def checkpoint_index(hf_dir):
     index_path = os.path.join(hf_dir, 'model.safetensors.index.json')
     if os.path.exists(index_path):
         with open(index_path) as f:
-            weight_map = json.load(f)['weight_map']
-        files = sorted(set(weight_map.values()))
+            files = sorted(set(json.load(f)['weight_map'].values()))
     else:
         files = sorted(f for f in os.listdir(hf_dir) if f.endswith('.safetensors'))
     if not files:
@@ -683,9 +681,8 @@ def config_from_hf(hf, path):
 
 
 def grow_vocab(w, new_rows, generator):
-    """Resize an embedding / lm_head matrix (V, D) to new_rows: keep the first rows (HF resize_token_embeddings) and draw
-    the new ones from N(mean, std) of the existing rows, per dimension, so [MASK], specials and image codes start in the
-    same region as the pretrained tokens instead of far from them."""
+    """Resize an embedding / lm_head (V, D) to new_rows: keep the first rows (as HF resize_token_embeddings), draw new
+    ones from N(mean, std) of the old rows per dimension, so [MASK], specials and image codes start among the others."""
     w = w.float()
     if new_rows <= w.shape[0]:
         return w[:new_rows]
@@ -697,13 +694,12 @@ def grow_vocab(w, new_rows, generator):
 @torch.no_grad()
 def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln', causal=False, seq_len=2048,
                     mask_id=-1, seed=0):
-    """Build a MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory holding
-    config.json and *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16).
-    n_layers: keep only the first n_layers blocks (MeDiM keeps 10 of Liquid's 28, §1). new_vocab_size: grow (or cut)
-    the vocabulary to hold specials, [MASK] and image codes (grow_vocab). Text ids must come from this LLM's own
-    tokenizer for the pretrained text rows to mean anything (the official code mismatches them, §1).
-    time_embedder / adaLN_modulation are new and keep their identity-preserving init, so the result computes exactly
-    the pretrained network (bidirectional unless causal=True) until training moves it. Returns an fp32 model."""
+    """A MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory: config.json and
+    *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16). n_layers: keep the first
+    n_layers blocks (MeDiM keeps 10 of Liquid's 28, §1). new_vocab_size: room for specials, [MASK] and image codes
+    (grow_vocab); text ids must come from this LLM's own tokenizer for its text rows to mean anything (the official code
+    mismatches them, §1). time_embedder / adaLN_modulation keep their identity-preserving init, so the fp32 result
+    computes exactly the pretrained network (bidirectional unless causal=True) until training moves it."""
     cfg_path = os.path.join(hf_dir, 'config.json')
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found (an HF model directory has config.json + *.safetensors)")
@@ -734,8 +730,7 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
         ours[key].copy_(w)
     for key, (path, _, _) in index.items():  # strict, like nanoGPT: anything we did not use must be explainable
         layer = re.match(r'model\.layers\.(\d+)\.', key)
-        if key in ours or (layer and int(layer.group(1)) >= n_layers) or key.endswith('rotary_emb.inv_freq') \
-                or (key == 'lm_head.weight' and cfg.tie_embeddings):
-            continue
-        raise ValueError(f"{path}: unexpected tensor {key!r} (not part of a {arch['act']} Llama/Qwen2/Gemma decoder)")
+        skipped = (layer and int(layer.group(1)) >= n_layers) or (key == 'lm_head.weight' and cfg.tie_embeddings)
+        if not (key in ours or skipped or key.endswith('rotary_emb.inv_freq')):
+            raise ValueError(f"{path}: unexpected tensor {key!r} (not part of a Llama / Qwen2 / Gemma decoder)")
     return model

@@ -42,9 +42,9 @@ def load_run(run_dir: str, device: str = "cpu", use_ema: bool = True):
             for p, e in zip(model.parameters(), ck["ema"]):
                 p.copy_(e)
     tok = tk.MedTokenizer.load(run_dir)
-    if tok.vocab.size != model.config.vocab_size or tok.vocab.seq_len != model.config.seq_len:
+    if tok.vocab.size != model.cfg.vocab_size or tok.vocab.seq_len != model.cfg.seq_len:
         raise SystemExit(f"error: the tokenizer files in {run_dir} (vocab {tok.vocab.size}, length {tok.vocab.seq_len}) do not "
-                         f"match {path} (vocab {model.config.vocab_size}, length {model.config.seq_len})")
+                         f"match {path} (vocab {model.cfg.vocab_size}, length {model.cfg.seq_len})")
     return model.to(device).eval(), tok, ck.get("train_config", {})
 
 
@@ -55,27 +55,22 @@ def _blank(tok, domain: str, codes=None, text_ids=()) -> np.ndarray:
     return v.encode(list(text_ids), np.zeros(v.n_image_tokens, np.int64) if codes is None else codes, domain)
 
 
+def _mask_segment(tok, rows: list, segment: int) -> torch.Tensor:
+    """Stack encoded sequences and put [MASK] in every slot of one segment (1 = image, 2 = text). (B, T)"""
+    x = np.stack(rows)
+    x[:, tok.vocab.segment_ids.numpy() == segment] = tok.vocab.mask_id
+    return torch.from_numpy(x)
+
+
 def condition_on_reports(tok, reports: list[str], domains: list[str]) -> torch.Tensor:
     """t2i: the report is given, every image slot is [MASK]. (B, T)"""
-    seg = tok.vocab.segment_ids.numpy()
-    rows = []
-    for report, domain in zip(reports, domains):
-        x = _blank(tok, domain, text_ids=tok.encode_text(report))
-        x[seg == 1] = tok.vocab.mask_id
-        rows.append(x)
-    return torch.from_numpy(np.stack(rows))
+    return _mask_segment(tok, [_blank(tok, d, text_ids=tok.encode_text(r)) for r, d in zip(reports, domains)], medim.IMAGE)
 
 
 def condition_on_images(tok, images: list[np.ndarray], domains: list[str]) -> torch.Tensor:
     """i2t: the image codes are given, every text slot (report, <eos> and padding) is [MASK]. (B, T)"""
-    seg = tok.vocab.segment_ids.numpy()
     codes = tok.encode_images(images)                                          # (B, N)
-    rows = []
-    for c, domain in zip(codes, domains):
-        x = _blank(tok, domain, codes=np.asarray(c))
-        x[seg == 2] = tok.vocab.mask_id
-        rows.append(x)
-    return torch.from_numpy(np.stack(rows))
+    return _mask_segment(tok, [_blank(tok, d, codes=np.asarray(c)) for c, d in zip(codes, domains)], medim.TEXT)
 
 
 def condition_on_prompt(tok, n: int, domain: str, prompt: str = "") -> torch.Tensor:

@@ -123,6 +123,24 @@ def test_loss_equals_hand_computed_example(weight):
         assert math.isclose(recombined.item(), loss.item(), rel_tol=1e-5)
 
 
+def test_loss_is_subs_cross_entropy_at_the_masked_tokens():
+    """The loss's per-segment shortcut (softmax over the legal ids) equals -log of subs_logprobs at x0."""
+    lay = ToyLayout(N=20, L=20)
+    g = torch.Generator().manual_seed(0)
+    x0 = lay.random_batch(6, g)
+    logits = 2 * torch.randn(6, lay.T, lay.V, generator=g)
+    model = FixedLogits(logits, lay.config())
+    t = torch.rand(6, generator=g) * 0.9 + 0.05
+    loss, _ = medim.diffusion_loss(model, x0, lay.segment_ids, lay.legal, generator=g, cond_frac=0.0, t=t)
+    xt = model.seen[0][0]
+    masked = xt == lay.mask_id
+    logp = medim.subs_logprobs(logits, xt, lay.legal[lay.segment_ids], lay.mask_id)
+    nll = -logp.gather(-1, x0[..., None]).squeeze(-1)                        # (B, T), 0 at unmasked tokens
+    assert (nll[~masked] == 0).all() and masked.any()
+    want = (nll / ((1 - EPS) * t[:, None])).sum() / (6 * (lay.N + lay.L))    # CE / p_mask per diffused token
+    assert torch.allclose(loss, want, rtol=1e-5)
+
+
 def test_time_input_is_the_masked_fraction_of_diffused_tokens():
     lay = ToyLayout(N=20, L=20)
     x0 = lay.random_batch(8, torch.Generator().manual_seed(0))

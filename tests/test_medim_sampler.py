@@ -169,3 +169,30 @@ def test_mask_at_a_never_diffused_position_is_a_clear_error():
     x[0, 0] = lay.mask_id
     with pytest.raises(ValueError, match="segment 0"):
         medim.sample(model, x, lay.segment_ids, lay.legal)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_draw_tokens_samples_the_tempered_distribution_and_never_a_zero_probability_id(temperature):
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    n = 200_000
+    logp = p.log().expand(n, -1)
+    drawn = medim.draw_tokens(logp, temperature, torch.Generator().manual_seed(0))
+    want = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    freq = torch.bincount(drawn, minlength=5).double() / n
+    assert (freq - want).abs().max() < 4 * math.sqrt(0.25 / n)
+    assert freq[4] == 0
+    assert torch.equal(medim.draw_tokens(logp[:3], 0.0, None), torch.zeros(3, dtype=torch.long))  # argmax
+
+
+def test_guided_logits_at_selected_positions_equal_the_full_ones():
+    lay = ToyLayout(N=12, L=8)
+    model = random_model(lay)
+    x = masked_copy(lay.random_batch(3, torch.Generator().manual_seed(0)), lay, text=True)
+    x_u = torch.where(lay.segment_ids == medim.IMAGE, lay.mask_id, x)
+    t, t_u, w = torch.rand(3), torch.rand(3), torch.tensor([0.0, 1.0, 3.0])
+    at = x == lay.mask_id
+    with torch.no_grad():
+        full = medim.guided_logits(model, x, t, x_u, t_u, w)
+        assert torch.allclose(medim.guided_logits(model, x, t, x_u, t_u, w, logits_at=at), full[at], atol=1e-5)
+        c, u = model(x, t), model(x_u, t_u)
+        assert torch.allclose(full, (1 + w[:, None, None]) * c - w[:, None, None] * u, atol=1e-4)
