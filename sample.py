@@ -133,15 +133,16 @@ def main(argv=None):
     p.add_argument("--prompt", default="", help="joint: the first words of the report")
     p.add_argument("--domain", default="cxr", help="cxr or path")
     p.add_argument("--n", type=int, default=4, help="samples per report (t2i) or in total (joint)")
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample_steps)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the run's cfg_scale)")
+    p.add_argument("--temperature", type=float, default=None, help="Gumbel noise on the confidence (default: the run's)")
+    p.add_argument("--token-temperature", type=float, default=None, help="0 = argmax tokens (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="samples")
     args = p.parse_args(argv)
 
-    model, tok, _ = load_run(args.ckpt, args.device)
+    model, tok, run_cfg = load_run(args.ckpt, args.device)
     if args.domain not in tok.vocab.domain_id:
         p.error(f"--domain must be one of {sorted(tok.vocab.domain_id)}, got {args.domain!r}")
     if args.task == "t2i":
@@ -156,7 +157,13 @@ def main(argv=None):
         x = condition_on_images(tok, images, [args.domain] * len(images))
     else:
         x = condition_on_prompt(tok, args.n, args.domain, args.prompt)
-    results = generate(model, tok, x, steps=args.steps, cfg_scale=args.cfg, temperature=args.temperature, seed=args.seed)
+    pick = lambda given, key, default: given if given is not None else run_cfg.get(key, default)  # noqa: E731
+    left_to_right = run_cfg.get("text_left_to_right", True)
+    results = generate(model, tok, x, steps=pick(args.steps, "sample_steps", 16), cfg_scale=pick(args.cfg, "cfg_scale", 0.0),
+                       temperature=pick(args.temperature, "temperature", 1.0),
+                       token_temperature=pick(args.token_temperature, "token_temperature", 1.0), seed=args.seed,
+                       text_left_to_right=left_to_right,
+                       text_steps=run_cfg.get("text_steps") or (tok.vocab.text_len if left_to_right else None))
     os.makedirs(args.out, exist_ok=True)
     for i, (report, image, _) in enumerate(results):
         Image.fromarray(image).save(os.path.join(args.out, f"image_{i}.png"))

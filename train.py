@@ -65,7 +65,7 @@ class TrainConfig:
     causal: bool = False           # the paper's "w/ causal mask" ablation
     time_cond: str = "adaln"       # adaln | add | none  (the paper's "w/o AdaLN" and "w/o timestep embedding" ablations)
     # optimisation
-    steps: int = 3000
+    steps: int = 2000              # ~10 minutes of 2-core CPU at the default size (0.3 s/step measured on an idle machine)
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -74,19 +74,21 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.999             # 0 = off; evaluation and sampling use the EMA weights when on
     # diffusion recipe (see medim.diffusion_loss)
-    cond_frac: float = 0.15        # share of samples with one modality clean and the other masked
-    cond_text_share: float = 0.5   # of those, share where the report is the condition (report → image)
-    i2t_power: float = 0.0         # in image-given rows the report is masked at rate t**power (0 = fully masked)
-    t2i_power: float = 0.0         # in report-given rows the image is masked at rate t**power
+    # (the paper's code sets 15% / half-half / fully masked targets; the defaults below are what our measurements chose:
+    #  README "How the default recipe was chosen")
+    cond_frac: float = 0.7         # share of rows with one modality clean (the condition) and the other masked
+    cond_text_share: float = 0.35  # of those, share where the report is the condition (report → image); rest image → report
+    i2t_power: float = 0.5         # in image-given rows the report is masked at rate t**power (0 = fully masked)
+    t2i_power: float = 1.0         # in report-given rows the image is masked at rate t**power
     i2t_suffix: float = 0.0        # share of image-given rows whose report is masked as a suffix (left-to-right decoding)
-    loss_weight: str = "elbo"      # elbo (1/t, MDLM) | uniform
+    loss_weight: str = "uniform"   # uniform (mean CE over masked tokens, MaskGIT) | elbo (1/t weight, MDLM's bound)
     # evaluation and sampling
     eval_every: int = 0            # 0 = only at the end
     n_eval: int = 200
     sample_steps: int = 16
-    cfg_scale: float = 0.0
+    cfg_scale: float = 2.0         # classifier-free guidance (measured: report→image F1 0.49 → 0.59 with argmax tokens)
     text_left_to_right: bool = True
-    token_temperature: float = 1.0  # 0 = argmax tokens
+    token_temperature: float = 0.0  # 0 = argmax tokens (measured: BLEU-4 0.11 → 0.18 over sampling at 1)
     text_steps: int = 0            # image→report steps; 0 = one text slot per step when text_left_to_right
     temperature: float = 1.0       # Gumbel noise on the confidence (MaskGIT choice temperature)
     oracle_steps: int = 0          # 0 = eval.py's default training length for the synthetic-data oracle
@@ -98,11 +100,11 @@ class TrainConfig:
 PRESETS = {
     # ≤ 2 minutes on 2 CPU cores: for tests and a first look
     "smoke": dict(n_train=2000, vq_steps=300, steps=300, d_model=64, n_layers=2, n_heads=2, batch_size=32, n_eval=64,
-                  ckpt_every=100, warmup=30),
-    # the README's `python train.py`: ≤ 15 minutes on an idle 2-core CPU, whole pipeline
+                  ckpt_every=100, warmup=30, oracle_steps=300),
+    # the README's `python train.py`: about 15 minutes on an idle 2-core CPU, whole pipeline
     "default": dict(),
-    # ≤ 60 minutes on 2 CPU cores
-    "full": dict(steps=12000, d_model=192, n_layers=6, n_heads=6, vq_steps=3000),
+    # a bigger model for longer (estimated ~50 minutes on 2 CPU cores; not measured)
+    "full": dict(steps=4000, d_model=192, n_layers=4, n_heads=6, vq_steps=2000),
 }
 
 
@@ -122,6 +124,8 @@ def parse_args(argv=None) -> TrainConfig:
     if preset not in PRESETS:
         p.error(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
     cfg = TrainConfig(**{**PRESETS[preset], **given})  # explicit flags win over the preset
+    if cfg.loss_weight not in ("elbo", "uniform"):
+        p.error(f"--loss-weight must be elbo or uniform, got {cfg.loss_weight!r}")
     if cfg.time_cond not in ("adaln", "add", "none"):
         p.error(f"--time-cond must be adaln, add or none, got {cfg.time_cond!r}")
     if cfg.dtype not in ("auto", "fp32", "bf16"):
@@ -144,12 +148,13 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
+def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay only on matrices (embeddings, linear weights), never on norms and biases (nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device_type == "cuda")
+    # fused=True on the CPU too: bench/ measured the optimizer step of the default model at 23 -> 2 ms
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
 
 
 def save_atomic(obj, path: str):
@@ -261,7 +266,7 @@ def main(argv=None):
     if master:
         with open(os.path.join(cfg.out, "config.json"), "w") as f:
             json.dump({"train": asdict(cfg), "model": asdict(model.cfg)}, f, indent=2)
-    optimizer = configure_optimizer(model, cfg, device_type)
+    optimizer = configure_optimizer(model, cfg)
     ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
     segment_ids, legal = vocab.segment_ids.to(device), vocab.legal.to(device)
     batch_gen = torch.Generator().manual_seed(cfg.seed)                         # which pairs go in each batch

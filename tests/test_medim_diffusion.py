@@ -182,6 +182,34 @@ def test_target_power_masks_the_target_at_t_to_the_power():
     assert abs(frac - 0.5) < 4 * math.sqrt(0.25 / (B * 400))         # 0.25 ** 0.5
 
 
+def test_i2t_suffix_masks_the_last_t_fraction_of_the_report_and_keeps_the_image_clean():
+    lay = ToyLayout(N=8, L=20)
+    B = 6
+    x0 = lay.random_batch(B, torch.Generator().manual_seed(0))
+    model = FixedLogits(torch.zeros(B, lay.T, lay.V), lay.config())
+    t = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.9, 1.0])
+    medim.diffusion_loss(model, x0, lay.segment_ids, lay.legal, generator=torch.Generator().manual_seed(1),
+                         cond_frac=1.0, cond_text_share=0.0, i2t_suffix=1.0, t=t)
+    masked = model.seen[0][0] == lay.mask_id
+    assert not masked[:, lay.segment_ids != medim.TEXT].any()        # image and tags are the clean condition
+    txt = masked[:, lay.segment_ids == medim.TEXT]                    # (B, L)
+    for row, tt in zip(txt, t.tolist()):
+        n = int(row.sum())
+        assert n == sum(j / 20 >= 1 - tt for j in range(20))          # the last t-fraction of the slots ...
+        assert row[20 - n:].all() and not row[:20 - n].any()          # ... as one suffix
+
+
+def test_i2t_suffix_zero_leaves_the_random_stream_unchanged():
+    lay = ToyLayout(N=8, L=20)
+    x0 = lay.random_batch(4, torch.Generator().manual_seed(0))
+    seen = []
+    for kw in ({}, {"i2t_suffix": 0.0}):
+        model = FixedLogits(torch.zeros(4, lay.T, lay.V), lay.config())
+        medim.diffusion_loss(model, x0, lay.segment_ids, lay.legal, generator=torch.Generator().manual_seed(3), **kw)
+        seen.append(model.seen[0][0])
+    assert torch.equal(seen[0], seen[1])
+
+
 def test_loss_is_reproducible_from_the_generator_and_rejects_illegal_tokens():
     lay = ToyLayout()
     torch.manual_seed(0)
