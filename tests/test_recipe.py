@@ -39,21 +39,3 @@ def test_data_options_parse_numbers_booleans_and_refuse_garbage():
     with pytest.raises(SystemExit):
         train.data_options(train.parse_args(["--data-options", "section"]))
 
-
-def test_smoke_preset_beats_the_trivial_baselines_in_both_directions(tmp_path):
-    """`python train.py --preset smoke` (about 2 minutes on 2 cores): image→report and report→image label F1 above
-    guessing at the training prevalence, on a fixed seed (CPU runs are deterministic)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = str(tmp_path / "smoke")
-    r = subprocess.run([sys.executable, "train.py", "--preset", "smoke", "--out", out], cwd=root, capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": root})
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.load(open(os.path.join(out, "metrics.json")))
-    prior = m["i2t_baselines"]["prior_sampling"]["f1_macro"]
-    assert m["i2t"]["label_f1_macro"] > prior + 0.05, (m["i2t"]["label_f1_macro"], prior)
-    assert m["t2i"]["label_f1_macro"] > prior + 0.05, (m["t2i"]["label_f1_macro"], prior)
-    assert m["t2i"]["label_acc"] > m["t2i_baselines"]["all_negative"]["acc"]
