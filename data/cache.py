@@ -207,3 +207,18 @@ def build_pairs(records: list[Record], domain: str, image_size: int, cache_dir: 
     note = " [records + images from cache]" if cached and records_cached else " [images from cache]" if cached else ""
     print(report.summary(len(pairs), cached=note), flush=True)
     return pairs
+
+
+def load_cached_pairs(source: str, layout: str, root: Path, split: str, index: list, options: dict, build,
+                      report: LoadReport, *, domain: str, image_size: int, limit, seed: int, cache_dir=None,
+                      window="bits", pad_fill=None, workers=None, rebuild_cache=False):
+    """The tail every real loader shares: fingerprint the index files, reuse or build the record list, then read
+    (or reuse) the resized image stack. `build()` makes the records; `options` are what the records depend on."""
+    from .records import cache_key, fingerprint
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
+    cache_dir.mkdir(parents=True, exist_ok=True)  # before the fingerprint: creating <root>/.cache changes root's mtime
+    key = cache_key(source, layout, str(root.resolve()), split, fingerprint(index),
+                    {k: v for k, v in options.items() if k != "parse_name"})
+    records, cached = cached_records(cache_dir, key, build, report, rebuild_cache)
+    return build_pairs(take(records, limit, seed), domain, image_size, cache_dir, report, root, window=window,
+                       pad_fill=pad_fill, workers=workers, rebuild=rebuild_cache, records_cached=cached)

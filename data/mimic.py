@@ -21,9 +21,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from .cache import build_pairs, cached_records, default_cache_dir, take
+from .cache import load_cached_pairs
 from .images import IMAGE_EXTS
-from .records import (SPLIT_ALIASES, LoadReport, Record, cache_key, clean_text, decode_text, find_file, fingerprint,
+from .records import (SPLIT_ALIASES, LoadReport, Record, clean_text, decode_text, find_file,
                       flat_records, listing, note_length, read_csv_rows, split_dirs)
 
 CHEXPERT_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
@@ -406,10 +406,6 @@ def load_mimic(split: str, data_dir, *, image_size: int = 64, seed: int = 0, lim
         build = lambda: flat_records(root, split, report, **options)  # noqa: E731
     else:
         raise ValueError(f"layout must be 'physionet', 'r2gen' or 'flat', got {layout!r}")
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
-    cache_dir.mkdir(parents=True, exist_ok=True)  # before the fingerprint: creating <root>/.cache changes root's mtime
-    key = cache_key("mimic", layout, str(root.resolve()), split, fingerprint(index),
-                    {k: v for k, v in options.items() if k != "parse_name"})
-    records, cached = cached_records(cache_dir, key, build, report, rebuild_cache)
-    return build_pairs(take(records, limit, seed), "cxr", image_size, cache_dir, report, root, window=window,
-                       pad_fill=pad_fill, workers=workers, rebuild=rebuild_cache, records_cached=cached)
+    return load_cached_pairs("mimic", layout, root, split, index, options, build, report, domain="cxr",
+                             image_size=image_size, limit=limit, seed=seed, cache_dir=cache_dir, window=window,
+                             pad_fill=pad_fill, workers=workers, rebuild_cache=rebuild_cache)

@@ -14,8 +14,8 @@ look alike, so a patch-level split would leak. RGBA patches are composited on wh
 import json
 from pathlib import Path
 
-from .cache import build_pairs, cached_records, default_cache_dir, take
-from .records import (SPLIT_ALIASES, LoadReport, Record, cache_key, clean_text, decode_text, fingerprint, flat_records,
+from .cache import load_cached_pairs
+from .records import (SPLIT_ALIASES, LoadReport, Record, clean_text, decode_text, flat_records,
                       group_split, listing, note_length, split_dirs)
 
 PATCH_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -174,10 +174,6 @@ def load_pathgen(split: str, data_dir, *, image_size: int = 64, seed: int = 0, l
         build = lambda: flat_records(root, split, report, **options)  # noqa: E731
     else:
         raise ValueError(f"layout must be 'json' or 'flat', got {layout!r}")
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
-    cache_dir.mkdir(parents=True, exist_ok=True)  # before the fingerprint: creating <root>/.cache changes root's mtime
-    key = cache_key("pathgen", layout, str(root.resolve()), split, fingerprint(index),
-                    {k: v for k, v in options.items() if k != "parse_name"})
-    records, cached = cached_records(cache_dir, key, build, report, rebuild_cache)
-    return build_pairs(take(records, limit, seed), "path", image_size, cache_dir, report, root, window=window,
-                       pad_fill=pad_fill, workers=workers, rebuild=rebuild_cache, records_cached=cached)
+    return load_cached_pairs("pathgen", layout, root, split, index, options, build, report, domain="path",
+                             image_size=image_size, limit=limit, seed=seed, cache_dir=cache_dir, window=window,
+                             pad_fill=pad_fill, workers=workers, rebuild_cache=rebuild_cache)
