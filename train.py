@@ -74,8 +74,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.999             # 0 = off; evaluation and sampling use the EMA weights when on
     # diffusion recipe (see medim.diffusion_loss)
-    # (the paper's code sets 15% / half-half / fully masked targets; the defaults below are what our measurements chose:
-    #  README "How the default recipe was chosen")
+    # (medim-spec §11 suggests 15% conditioned rows, half each way, targets fully masked; the defaults below are what
+    #  our measurements chose, README "How the default recipe was chosen")
     cond_frac: float = 0.7         # share of rows with one modality clean (the condition) and the other masked
     cond_text_share: float = 0.35  # of those, share where the report is the condition (report → image); rest image → report
     i2t_power: float = 0.5         # in image-given rows the report is masked at rate t**power (0 = fully masked)
@@ -98,10 +98,10 @@ class TrainConfig:
 
 
 PRESETS = {
-    # ≤ 2 minutes on 2 CPU cores: for tests and a first look
+    # ~2 minutes on 2 CPU cores: checks that everything runs (at this budget the model has not learned yet)
     "smoke": dict(n_train=2000, vq_steps=300, steps=300, d_model=64, n_layers=2, n_heads=2, batch_size=32, n_eval=64,
                   ckpt_every=100, warmup=30, oracle_steps=300),
-    # the README's `python train.py`: about 15 minutes on an idle 2-core CPU, whole pipeline
+    # the README's `python train.py`: 12.5 minutes measured on an idle 2-core CPU, whole pipeline
     "default": dict(),
     # a bigger model for longer (estimated ~50 minutes on 2 CPU cores; not measured)
     "full": dict(steps=4000, d_model=192, n_layers=4, n_heads=6, vq_steps=2000),
