@@ -1,6 +1,6 @@
 """Reproduce the paper's ablations (Table 4, medim-spec §9) on the synthetic data: one command, several seeds, a table and a chart.
 
-    python bench/ablations.py                       # 4 variants x 3 seeds, sized to fit ~60 minutes on 2 CPU cores
+    python bench/ablations.py                       # 4 variants x 3 seeds x 600 steps: ~60 minutes on 2 CPU cores (estimated)
     python bench/ablations.py --seeds 0 --steps 300 # a quick look
     python bench/ablations.py --init-from HF_DIR    # adds "w/o pretrained MLLM weight" (needs a local HF LLM directory)
     python bench/ablations.py --scale 4             # GPUs: 4x the training steps
@@ -58,7 +58,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/ablations")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=1500, help="diffusion steps per run (before --scale)")
+    p.add_argument("--steps", type=int, default=600, help="diffusion steps per run (before --scale)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the training steps (use > 1 on GPUs)")
     p.add_argument("--init-from", default="", help="an HF LLM directory: adds the with/without pretrained weights pair")
     p.add_argument("--variants", default="", help="comma-separated subset of the variant names (default: all)")
