@@ -15,13 +15,10 @@ import numpy as np
 # shared/metrics-spec.md §1-§5. Token-level functions take lists of str; the coco_* functions take {id: [str]} dicts
 # exactly like pycocoevalcap.
 import math
-import os
 import re
 import sys
 from collections import Counter
 from functools import lru_cache
-
-import numpy as np
 
 
 def medim_tokens(text: str) -> list[str]:
@@ -459,10 +456,8 @@ def report_metrics(generated: list[str], references: list[str], wordnet="auto", 
 # FID as pytorch-fid 0.3.0 computes it (github.com/mseitzer/pytorch-fid: fid_score.py, inception.py), written from the
 # architecture in metrics-spec §6 (Heusel et al. 2017, arXiv 1706.08500). The oracle classifier and FD-oracle are our
 # offline stand-ins on synthetic data (data-spec §5.5): FD-oracle is NOT FID and must never be reported as FID.
-import os
 import time
 
-import numpy as np
 import scipy.linalg
 import torch
 import torch.nn as nn
@@ -958,7 +953,7 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
     statistics with real test images. Each number is returned beside its trivial baseline."""
     import data
     from data.labeler import chexpert_labels, report_labels
-    from sample import condition_on_images, condition_on_reports, generate, save_grid
+    from sample import condition_on_images, condition_on_reports, generate, sampling_settings, save_grid
 
     from train import data_options
     test = data.load_pairs(cfg.data, "test", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
@@ -967,19 +962,15 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
     pairs = [test[i] for i in range(n)]
     images, reports, domains = [p.image for p in pairs], [p.report for p in pairs], [p.domain for p in pairs]
     model.eval()
-    steps, seed = cfg.sample_steps, cfg.seed
-    knobs = dict(steps=cfg.sample_steps, temperature=getattr(cfg, "temperature", 1.0),
-                 token_temperature=getattr(cfg, "token_temperature", 1.0), text_left_to_right=cfg.text_left_to_right,
-                 text_steps=getattr(cfg, "text_steps", 0) or (tok.vocab.text_len if cfg.text_left_to_right else None))
-    seed = cfg.seed
+    knobs, seed = sampling_settings(vars(cfg), tok), cfg.seed
+    cfg_scale = knobs.pop("cfg_scale")  # guidance only where there is a condition to amplify: report → image
     gen_reports = [r for r, _, _ in generate(model, tok, condition_on_images(tok, images, domains), seed=seed, **knobs)]
     gen_images = [im for _, im, _ in generate(model, tok, condition_on_reports(tok, reports, domains), seed=seed + 1,
-                                               cfg_scale=cfg.cfg_scale, **knobs)]
-    synthetic = all(p.uid.startswith("synthetic") or (p.labels is not None and p.meta.get("synthetic")) for p in pairs) \
-        or cfg.data.startswith("synthetic")
+                                               cfg_scale=cfg_scale, **knobs)]
     metrics = {"n_eval": n, "per_domain": {}}
     for domain in sorted(set(domains)):
         idx = [i for i, d in enumerate(domains) if d == domain]
+        synthetic = all(pairs[i].uid.startswith("synthetic") for i in idx)  # ground-truth labels and an oracle exist
         m = {}
         # -- image → report ------------------------------------------------------------------------------------------
         refs, gens = [reports[i] for i in idx], [gen_reports[i] for i in idx]

@@ -86,6 +86,19 @@ def condition_on_prompt(tok, n: int, domain: str, prompt: str = "") -> torch.Ten
     return torch.from_numpy(np.tile(x, (n, 1)))
 
 
+def sampling_settings(run_cfg: dict, tok, **overrides) -> dict:
+    """generate()'s keyword arguments from a run's train config (train.TrainConfig fields), overrides given as not None
+    winning. Reports decoded left to right take one text slot per step unless text_steps says otherwise."""
+    pick = {"steps": "sample_steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
+            "token_temperature": "token_temperature", "text_left_to_right": "text_left_to_right", "text_steps": "text_steps"}
+    defaults = {"sample_steps": 16, "cfg_scale": 0.0, "temperature": 1.0, "token_temperature": 1.0,
+                "text_left_to_right": True, "text_steps": 0}
+    knobs = {arg: run_cfg.get(key, defaults[key]) for arg, key in pick.items()}
+    knobs.update({k: v for k, v in overrides.items() if v is not None})
+    knobs["text_steps"] = knobs["text_steps"] or (tok.vocab.text_len if knobs["text_left_to_right"] else None)
+    return knobs
+
+
 @torch.no_grad()
 def generate(model: MeDiM, tok, x: torch.Tensor, *, steps=16, cfg_scale=0.0, temperature=1.0, token_temperature=1.0,
              seed=0, text_left_to_right=True, text_steps=None, batch_size=256) -> list[tuple[str, np.ndarray, str]]:
@@ -157,13 +170,9 @@ def main(argv=None):
         x = condition_on_images(tok, images, [args.domain] * len(images))
     else:
         x = condition_on_prompt(tok, args.n, args.domain, args.prompt)
-    pick = lambda given, key, default: given if given is not None else run_cfg.get(key, default)  # noqa: E731
-    left_to_right = run_cfg.get("text_left_to_right", True)
-    results = generate(model, tok, x, steps=pick(args.steps, "sample_steps", 16), cfg_scale=pick(args.cfg, "cfg_scale", 0.0),
-                       temperature=pick(args.temperature, "temperature", 1.0),
-                       token_temperature=pick(args.token_temperature, "token_temperature", 1.0), seed=args.seed,
-                       text_left_to_right=left_to_right,
-                       text_steps=run_cfg.get("text_steps") or (tok.vocab.text_len if left_to_right else None))
+    results = generate(model, tok, x, seed=args.seed, **sampling_settings(
+        run_cfg, tok, steps=args.steps, cfg_scale=args.cfg, temperature=args.temperature,
+        token_temperature=args.token_temperature))
     os.makedirs(args.out, exist_ok=True)
     for i, (report, image, _) in enumerate(results):
         Image.fromarray(image).save(os.path.join(args.out, f"image_{i}.png"))
@@ -174,15 +183,13 @@ def main(argv=None):
 
 
 def read_image(path: str, tok, domain: str) -> np.ndarray:
-    """An image file as the tokenizer expects it: squared, resized, gray for CXR or RGB for pathology."""
-    from data.common import square_resize
+    """An image file as the tokenizer expects it, read exactly as the data loaders read training images
+    (data/images.py: 16-bit scaling, alpha on white, pad to square, resize)."""
+    from data.images import read_image as read_like_training
     try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, ValueError) as e:
+        return read_like_training(path, domain, tok.image_size)[0]
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise SystemExit(f"error: cannot read image {path}: {e}")
-    img = img.convert("L" if domain == "cxr" else "RGB")
-    return square_resize(img, tok.image_size)
 
 
 if __name__ == "__main__":
