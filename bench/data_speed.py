@@ -20,14 +20,13 @@ import math
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for train_speed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for medim.py
-from train_speed import Layout, build_models, load_average, make_step, set_threads, synchronize  # noqa: E402
+from train_speed import Layout, build_models, interleaved_times, load_average, make_step, set_threads  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -88,27 +87,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "train_tokens.npy")
         np.save(path, cache)
-        fetch_s = {}
-        for name, fetch in loaders(cache, path, args.device, args.batch, args.seed).items():
-            fetch()  # warm-up (page cache, allocator)
-            times = []
-            for _ in range(args.fetches):
-                t0 = time.perf_counter()
-                fetch()
-                synchronize(args.device)
-                times.append(time.perf_counter() - t0)
-            fetch_s[name] = statistics.median(times)
+        # one warm-up call each (page cache, allocator), then the timed fetches, rounds interleaved across loaders
+        times = interleaved_times(loaders(cache, path, args.device, args.batch, args.seed), 1, args.fetches, args.device)
+        fetch_s = {name: statistics.median(t) for name, t in times.items()}
     model = build_models(args, layout)["ours-train"]
     x0 = layout.random_batch(args.batch, torch.Generator().manual_seed(args.seed)).to(args.device)
     step, _ = make_step("ours-train", model, x0, layout, args)
-    step()  # warm-up
-    step_times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        synchronize(args.device)
-        step_times.append(time.perf_counter() - t0)
-    step_s = statistics.median(step_times)
+    step_s = statistics.median(interleaved_times({"step": step}, 1, args.steps, args.device)["step"])
     print(f"data_speed: cache {args.n} x {layout.T} uint16 ({cache.nbytes / 2 ** 20:.1f} MiB), B={args.batch} | "
           f"step: d={args.d_model} layers={args.n_layers} heads={args.n_heads}, {args.dtype} on {args.device}, "
           f"{threads} threads: {step_s * 1e3:.1f} ms (median of {args.steps})")
