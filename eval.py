@@ -943,8 +943,16 @@ def _domain_findings(domain: str):
     return CXR_FINDINGS if domain == "cxr" else PATH_FINDINGS
 
 
+def evaluation_pairs(test, n_eval: int) -> list:
+    """The first n_eval test pairs of each domain: a mix of sources (data.ConcatPairs) is one list after the other, and
+    its first n_eval pairs would all be the first domain's."""
+    parts = getattr(test, "parts", [test])
+    return [part[i] for part in parts for i in range(min(n_eval, len(part)))]
+
+
 def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=False) -> dict:
-    """All tasks, all metrics, on the first n_eval test pairs of cfg.data (a train.TrainConfig or anything with its fields).
+    """All tasks, all metrics, on the first n_eval test pairs of each domain of cfg.data (a train.TrainConfig or anything
+    with its fields).
 
     image → report: the model fills the text slots given the image codes; the report labeler reads the findings off the
     generated text (label F1 against the ground truth), plus BLEU / METEOR / ROUGE-L / CIDEr against the real report.
@@ -958,15 +966,15 @@ def evaluate(model, tok, cfg, *, device="cpu", log=print, grid_path=None, quick=
     from train import data_options
     test = data.load_pairs(cfg.data, "test", data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
                            **data_options(cfg))
-    n = min(cfg.n_eval, len(test))
-    pairs = [test[i] for i in range(n)]
+    pairs = evaluation_pairs(test, cfg.n_eval)
+    n = len(pairs)
     images, reports, domains = [p.image for p in pairs], [p.report for p in pairs], [p.domain for p in pairs]
     model.eval()
-    knobs, seed = sampling_settings(vars(cfg), tok), cfg.seed
-    cfg_scale = knobs.pop("cfg_scale")  # guidance only where there is a condition to amplify: report → image
-    gen_reports = [r for r, _, _ in generate(model, tok, condition_on_images(tok, images, domains), seed=seed, **knobs)]
+    seed = cfg.seed
+    gen_reports = [r for r, _, _ in generate(model, tok, condition_on_images(tok, images, domains), seed=seed,
+                                              **sampling_settings(vars(cfg), tok, "i2t"))]
     gen_images = [im for _, im, _ in generate(model, tok, condition_on_reports(tok, reports, domains), seed=seed + 1,
-                                               cfg_scale=cfg_scale, **knobs)]
+                                               **sampling_settings(vars(cfg), tok, "t2i"))]
     metrics = {"n_eval": n, "per_domain": {}}
     for domain in sorted(set(domains)):
         idx = [i for i, d in enumerate(domains) if d == domain]
@@ -1102,7 +1110,8 @@ def main(argv=None):
     p.add_argument("--n-eval", type=int, default=0, help="--run: number of test pairs (default: the run's n_eval)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="--run: override a sampling setting of the run, e.g. --set token_temperature=0 --set cfg_scale=2 "
-                        "(sample_steps, text_steps, temperature, token_temperature, cfg_scale, text_left_to_right)")
+                        "(sample_steps, text_steps, temperature, token_temperature, cfg_scale, i2t_cfg_scale, "
+                        "text_left_to_right)")
     p.add_argument("--out", default="", help="--run: where metrics go (default RUN/metrics.json; use another name to compare)")
     p.add_argument("--raw-weights", action="store_true", help="--run: the raw weights instead of the EMA weights")
     p.add_argument("--device", default="cpu")
@@ -1124,7 +1133,8 @@ def main(argv=None):
         if args.n_eval:
             cfg.n_eval = args.n_eval
         allowed = {"sample_steps": int, "text_steps": int, "temperature": float, "token_temperature": float,
-                   "cfg_scale": float, "text_left_to_right": lambda v: v.lower() in ("1", "true", "yes")}
+                   "cfg_scale": float, "i2t_cfg_scale": float,
+                   "text_left_to_right": lambda v: v.lower() in ("1", "true", "yes")}
         for kv in args.set:
             key, _, value = kv.partition("=")
             if key not in allowed or not value:

@@ -86,13 +86,16 @@ def condition_on_prompt(tok, n: int, domain: str, prompt: str = "") -> torch.Ten
     return torch.from_numpy(np.tile(x, (n, 1)))
 
 
-def sampling_settings(run_cfg: dict, tok, **overrides) -> dict:
-    """generate()'s keyword arguments from a run's train config (train.TrainConfig fields), overrides given as not None
-    winning. Reports decoded left to right take one text slot per step unless text_steps says otherwise."""
-    pick = {"steps": "sample_steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
+def sampling_settings(run_cfg: dict, tok, task: str, **overrides) -> dict:
+    """generate()'s keyword arguments for one task ('t2i', 'i2t' or 'joint') from a run's train config (train.TrainConfig
+    fields), overrides given as not None winning. Guidance has its own scale per direction: cfg_scale for report → image
+    (and a joint pair's prompt), i2t_cfg_scale for image → report. Reports decoded left to right take one text slot per
+    step unless text_steps says otherwise."""
+    guidance = {"t2i": "cfg_scale", "i2t": "i2t_cfg_scale", "joint": "cfg_scale"}[task]
+    pick = {"steps": "sample_steps", "cfg_scale": guidance, "temperature": "temperature",
             "token_temperature": "token_temperature", "text_left_to_right": "text_left_to_right", "text_steps": "text_steps"}
-    defaults = {"sample_steps": 16, "cfg_scale": 0.0, "temperature": 1.0, "token_temperature": 1.0,
-                "text_left_to_right": True, "text_steps": 0}
+    defaults = {"sample_steps": 16, "cfg_scale": 0.0, "i2t_cfg_scale": 0.0, "temperature": 1.0,
+                "token_temperature": 1.0, "text_left_to_right": True, "text_steps": 0}
     knobs = {arg: run_cfg.get(key, defaults[key]) for arg, key in pick.items()}
     knobs.update({k: v for k, v in overrides.items() if v is not None})
     knobs["text_steps"] = knobs["text_steps"] or (tok.vocab.text_len if knobs["text_left_to_right"] else None)
@@ -147,7 +150,8 @@ def main(argv=None):
     p.add_argument("--domain", default="cxr", help="cxr or path")
     p.add_argument("--n", type=int, default=4, help="samples per report (t2i) or in total (joint)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample_steps)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the run's cfg_scale)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale (default: the run's cfg_scale for t2i, i2t_cfg_scale for i2t)")
     p.add_argument("--temperature", type=float, default=None, help="Gumbel noise on the confidence (default: the run's)")
     p.add_argument("--token-temperature", type=float, default=None, help="0 = argmax tokens (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
@@ -171,7 +175,7 @@ def main(argv=None):
     else:
         x = condition_on_prompt(tok, args.n, args.domain, args.prompt)
     results = generate(model, tok, x, seed=args.seed, **sampling_settings(
-        run_cfg, tok, steps=args.steps, cfg_scale=args.cfg, temperature=args.temperature,
+        run_cfg, tok, args.task, steps=args.steps, cfg_scale=args.cfg, temperature=args.temperature,
         token_temperature=args.token_temperature))
     os.makedirs(args.out, exist_ok=True)
     for i, (report, image, _) in enumerate(results):

@@ -2,6 +2,7 @@
 
     python train.py --out runs/a --eval-every 250          # appends one row per evaluation to runs/a/curve.jsonl
     python bench/learning_curve.py runs/a runs/b --out docs/learning_curve.png
+    python bench/learning_curve.py runs/a runs/b --x step       # runs timed on different machines: compare by step
 
 Each row of curve.jsonl holds the step, the minutes since the run started (tokenizers included) and the metrics of a
 quick evaluation on the first n_eval test pairs (EMA weights). Writes the PNG and prints a markdown table per run.
@@ -40,28 +41,31 @@ def markdown(name: str, rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def plot(curves: dict, path: str, target: float = 0.9):
+def plot(curves: dict, path: str, target: float = 0.9, x: str = "minutes"):
+    """x: "minutes" (wall clock since the run started) or "step" (to compare runs timed on different machines)."""
     W, H, left, right, top, bottom = 820, 460, 60, 20, 30, 90
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    max_min = max((r["minutes"] for rows in curves.values() for r in rows), default=1.0) or 1.0
+    max_min = max((r[x] for rows in curves.values() for r in rows), default=1.0) or 1.0
     px = lambda m: left + (W - left - right) * m / max_min
     py = lambda v: H - bottom - (H - top - bottom) * max(0.0, min(1.0, v))
     d.line([(left, top), (left, H - bottom), (W - right, H - bottom)], fill="black")
     for k in range(0, 11, 2):
         d.text((left - 28, py(k / 10) - 5), f"{k / 10:.1f}", fill="black", font=font)
         d.line([(left - 3, py(k / 10)), (left, py(k / 10))], fill="black")
-    for k in range(0, int(max_min) + 1, max(1, int(max_min) // 8 or 1)):
+    tick = next(m * 10 ** e for e in range(8) for m in (1, 2, 5) if m * 10 ** e >= max_min / 8)  # a round tick spacing
+    for k in range(0, int(max_min) + 1, tick):
         d.text((px(k) - 4, H - bottom + 5), str(k), fill="black", font=font)
-    d.text((W // 2 - 60, H - bottom + 20), "minutes since start (whole pipeline)", fill="black", font=font)
+    d.text((W // 2 - 60, H - bottom + 20), "minutes since start (whole pipeline)" if x == "minutes" else "training step",
+           fill="black", font=font)
     d.line([(left, py(target)), (W - right, py(target))], fill=(180, 180, 180))
     d.text((W - right - 60, py(target) - 12), f"target {target}", fill=(120, 120, 120), font=font)
     legend_y = H - bottom + 38
     for i, (name, rows) in enumerate(curves.items()):
         color = PALETTE[i % len(PALETTE)]
         for key, label, style in SERIES:
-            pts = [(px(r["minutes"]), py(r[key])) for r in rows if key in r]
+            pts = [(px(r[x]), py(r[key])) for r in rows if key in r]
             for a, b in zip(pts, pts[1:]):
                 if style == "solid":
                     d.line([a, b], fill=color, width=2)
@@ -73,7 +77,7 @@ def plot(curves: dict, path: str, target: float = 0.9):
             for p in pts:
                 d.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=color)
         d.rectangle([left, legend_y + 14 * i, left + 10, legend_y + 14 * i + 10], fill=color)
-        d.text((left + 16, legend_y + 14 * i), f"{name}  (solid: image→report F1, dashed: report→image F1)", fill="black", font=font)
+        d.text((left + 16, legend_y + 14 * i), f"{name}  (solid: image->report F1, dashed: report->image F1)", fill="black", font=font)
     img.save(path)
 
 
@@ -82,10 +86,11 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", help="run directories holding curve.jsonl")
     p.add_argument("--out", default="learning_curve.png")
     p.add_argument("--names", default="", help="comma-separated legend names (default: the directory names)")
+    p.add_argument("--x", choices=["minutes", "step"], default="minutes", help="horizontal axis")
     args = p.parse_args(argv)
     names = args.names.split(",") if args.names else [os.path.basename(os.path.normpath(r)) for r in args.runs]
     curves = {n: read_curve(r) for n, r in zip(names, args.runs)}
-    plot(curves, args.out)
+    plot(curves, args.out, x=args.x)
     for n, rows in curves.items():
         print(markdown(n, rows) + "\n")
     print(f"wrote {args.out}")

@@ -39,3 +39,24 @@ def test_data_options_parse_numbers_booleans_and_refuse_garbage():
     with pytest.raises(SystemExit):
         train.data_options(train.parse_args(["--data-options", "section"]))
 
+
+
+def test_each_direction_gets_its_own_guidance_scale():
+    from types import SimpleNamespace
+    from sample import sampling_settings
+    tok = SimpleNamespace(vocab=SimpleNamespace(text_len=24))
+    run_cfg = {"cfg_scale": 2.0, "i2t_cfg_scale": 0.5, "sample_steps": 8}
+    assert sampling_settings(run_cfg, tok, "t2i")["cfg_scale"] == 2.0
+    assert sampling_settings(run_cfg, tok, "i2t")["cfg_scale"] == 0.5
+    assert sampling_settings(run_cfg, tok, "joint")["cfg_scale"] == 2.0      # a prompt is amplified like a report
+    assert sampling_settings(run_cfg, tok, "i2t", cfg_scale=3.0)["cfg_scale"] == 3.0
+    assert sampling_settings({}, tok, "i2t")["cfg_scale"] == 0.0              # runs from before the setting: no guidance
+    assert sampling_settings(run_cfg, tok, "i2t")["text_steps"] == 24         # left to right: one slot per step
+
+
+def test_a_two_domain_evaluation_takes_n_eval_pairs_of_each_domain():
+    import eval as ev
+    test = data.load_pairs("synthetic,synthetic-path", "test")
+    pairs = ev.evaluation_pairs(test, 3)
+    assert [p.domain for p in pairs] == ["cxr"] * 3 + ["path"] * 3
+    assert [p.uid for p in ev.evaluation_pairs(data.load_pairs("synthetic", "test"), 3)] == [p.uid for p in pairs[:3]]
