@@ -98,7 +98,7 @@ class TrainConfig:
 
 
 PRESETS = {
-    # a first look in ~2 minutes on 2 CPU cores: a tiny model that just beats the trivial baselines (tests/test_train.py)
+    # a first look in ~2 minutes on 2 CPU cores: a tiny model whose images beat the trivial baselines (its reports do not)
     "smoke": dict(n_train=2000, vq_steps=300, steps=900, d_model=64, n_layers=2, n_heads=2, batch_size=32, n_eval=64,
                   ckpt_every=300, warmup=30, oracle_steps=300),
     # the README's `python train.py`: 12.5 minutes measured on an idle 2-core CPU, whole pipeline
