@@ -47,18 +47,18 @@ def plot(curves: dict, path: str, target: float = 0.9, x: str = "minutes"):
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    max_min = max((r[x] for rows in curves.values() for r in rows), default=1.0) or 1.0
-    px = lambda m: left + (W - left - right) * m / max_min
+    x_max = max((r[x] for rows in curves.values() for r in rows), default=1.0) or 1.0
+    px = lambda m: left + (W - left - right) * m / x_max
     py = lambda v: H - bottom - (H - top - bottom) * max(0.0, min(1.0, v))
     d.line([(left, top), (left, H - bottom), (W - right, H - bottom)], fill="black")
     for k in range(0, 11, 2):
         d.text((left - 28, py(k / 10) - 5), f"{k / 10:.1f}", fill="black", font=font)
         d.line([(left - 3, py(k / 10)), (left, py(k / 10))], fill="black")
-    tick = next(m * 10 ** e for e in range(8) for m in (1, 2, 5) if m * 10 ** e >= max_min / 8)  # a round tick spacing
-    for k in range(0, int(max_min) + 1, tick):
+    tick = next(m * 10 ** e for e in range(8) for m in (1, 2, 5) if m * 10 ** e >= x_max / 8)  # a round tick spacing
+    for k in range(0, int(x_max) + 1, tick):
         d.text((px(k) - 4, H - bottom + 5), str(k), fill="black", font=font)
-    d.text((W // 2 - 60, H - bottom + 20), "minutes since start (whole pipeline)" if x == "minutes" else "training step",
-           fill="black", font=font)
+    x_title = "minutes since start (whole pipeline)" if x == "minutes" else "training step"
+    d.text((W // 2 - 60, H - bottom + 20), x_title, fill="black", font=font)
     d.line([(left, py(target)), (W - right, py(target))], fill=(180, 180, 180))
     d.text((W - right - 60, py(target) - 12), f"target {target}", fill=(120, 120, 120), font=font)
     legend_y = H - bottom + 38
@@ -77,7 +77,8 @@ def plot(curves: dict, path: str, target: float = 0.9, x: str = "minutes"):
             for p in pts:
                 d.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=color)
         d.rectangle([left, legend_y + 14 * i, left + 10, legend_y + 14 * i + 10], fill=color)
-        d.text((left + 16, legend_y + 14 * i), f"{name}  (solid: image->report F1, dashed: report->image F1)", fill="black", font=font)
+        d.text((left + 16, legend_y + 14 * i), f"{name}  (solid: image->report F1, dashed: report->image F1)",
+               fill="black", font=font)  # PIL's default font has no arrow glyph
     img.save(path)
 
 
