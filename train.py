@@ -101,7 +101,7 @@ PRESETS = {
     # a first look in ~2 minutes on 2 CPU cores: a tiny model whose images beat the trivial baselines (its reports do not)
     "smoke": dict(n_train=2000, vq_steps=300, steps=900, d_model=64, n_layers=2, n_heads=2, batch_size=32, n_eval=64,
                   ckpt_every=300, warmup=30, oracle_steps=300),
-    # the README's `python train.py`: 12.5 minutes measured on an idle 2-core CPU, whole pipeline
+    # the README's `python train.py`: 14.0 minutes measured on an idle 2-core CPU, whole pipeline
     "default": dict(),
     # a wider model for longer: d=192 costs 1.6x the CPU time of d=128 per step but kept improving image->report past
     # where d=128 stalled (README learning curve). Measured: 54.5 minutes on 2 CPU cores, report->image F1 0.95,
