@@ -53,6 +53,8 @@ class MeDiMConfig:
     causal: bool = False          # True brings the causal mask back (the paper's "w/ causal mask" ablation)
     time_cond: str = 'adaln'      # 'adaln' | 'add' (paper App. B "w/o AdaLN") | 'none' ("w/o timestep embedding")
     time_freq_dim: int = 256      # sinusoid features of the noise level (DiT, §2.2)
+    abs_pos: bool = False         # a learned absolute position embedding added to the tokens, on top of RoPE (not in
+                                  # the paper): tells each image token where it sits in the 2-D grid (see MeDiM.forward)
     attn_impl: str = 'sdpa'       # 'sdpa' (fused kernel) | 'manual' (the same math written out; slower, for reading)
     init_std: float = 0.02        # N(0, init_std) for fresh weights (GPT-2 / DiT)
 
@@ -242,6 +244,8 @@ class MeDiM(nn.Module):
         ))
         if cfg.time_cond != 'none':
             self.model['time_embedder'] = TimestepEmbedder(cfg.d_model, cfg.time_freq_dim)
+        if cfg.abs_pos:
+            self.model['pos_embed'] = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)  # cached: never recomputed per forward
         self.register_buffer('rope_cos', cos, persistent=False)
@@ -275,6 +279,8 @@ class MeDiM(nn.Module):
         if cfg.time_cond == 'add':  # the added time embedding starts at 0 too, so it cannot disturb pretrained inputs
             nn.init.zeros_(self.model.time_embedder.mlp[2].weight)
             nn.init.zeros_(self.model.time_embedder.mlp[2].bias)
+        if cfg.abs_pos:  # additive, so zero is an identity start that still gets gradient
+            nn.init.zeros_(self.model.pos_embed.weight)
 
     def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
         """x (B, T) long; t (B,) float time in [0, 1] (unused with time_cond='none'); key_padding_mask optional bool
@@ -290,6 +296,12 @@ class MeDiM(nn.Module):
         h = self.model.embed_tokens(x)                                       # (B, T, D)
         if cfg.embed_scale:  # Gemma: sqrt(d) cast to the weight dtype first (55.4256 is 55.5 in bf16), as HF does
             h = h * torch.tensor(math.sqrt(cfg.d_model), dtype=h.dtype)
+        if cfg.abs_pos:
+            # Why absolute positions when RoPE is there: RoPE scores depend on the query-key offset only. An image token
+            # finds its place from its fixed offset to <boi>, but a report word reading "the lower right lung" sits at a
+            # different offset from it in every report; with its grid position written into its content, the image
+            # token can be found by what it is, wherever the asking word sits.
+            h = h + self.model.pos_embed.weight[:T]                          # (B, T, D) + (T, D)
         c = None
         if cfg.time_cond != 'none':
             if t is None:
@@ -693,13 +705,14 @@ def grow_vocab(w, new_rows, generator):
 
 @torch.no_grad()
 def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln', causal=False, seq_len=2048,
-                    mask_id=-1, seed=0):
+                    mask_id=-1, seed=0, abs_pos=False):
     """A MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory: config.json and
     *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16). n_layers: keep the first
     n_layers blocks (MeDiM keeps 10 of Liquid's 28, §1). new_vocab_size: room for specials, [MASK] and image codes
     (grow_vocab); text ids must come from this LLM's own tokenizer for its text rows to mean anything (the official code
     mismatches them, §1). time_embedder / adaLN_modulation keep their identity-preserving init, so the fp32 result
-    computes exactly the pretrained network (bidirectional unless causal=True) until training moves it."""
+    computes exactly the pretrained network (bidirectional unless causal=True) until training moves it; so does
+    abs_pos's position embedding, which starts at zero."""
     cfg_path = os.path.join(hf_dir, 'config.json')
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found (an HF model directory has config.json + *.safetensors)")
@@ -710,12 +723,12 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
     if not 1 <= n_layers <= hf_layers:
         raise ValueError(f"from_pretrained: n_layers={n_layers}, but {cfg_path} has {hf_layers} layers")
     cfg = MeDiMConfig(**arch, n_layers=n_layers, vocab_size=new_vocab_size or hf_vocab, seq_len=seq_len,
-                      mask_id=mask_id, causal=causal, time_cond=time_cond)
+                      mask_id=mask_id, causal=causal, time_cond=time_cond, abs_pos=abs_pos)
     model = MeDiM(cfg)
     index = checkpoint_index(hf_dir)
     generator = torch.Generator().manual_seed(seed)
     ours = model.state_dict()
-    new_keys = [k for k in ours if 'time_embedder' in k or 'adaLN_modulation' in k]  # not in any LLM checkpoint
+    new_keys = [k for k in ours if 'time_embedder' in k or 'adaLN_modulation' in k or 'pos_embed' in k]  # no LLM has them
     for key in (k for k in ours if k not in new_keys):
         if key not in index:
             raise ValueError(f"{hf_dir}: checkpoint has no tensor {key!r}")

@@ -43,7 +43,9 @@ def markdown(name: str, rows: list[dict]) -> str:
 
 def plot(curves: dict, path: str, target: float = 0.9, x: str = "minutes"):
     """x: "minutes" (wall clock since the run started) or "step" (to compare runs timed on different machines)."""
-    W, H, left, right, top, bottom = 820, 460, 60, 20, 30, 90
+    W, left, right, top = 820, 60, 20, 30
+    bottom = 52 + 14 * len(curves)  # axis labels, then one legend line per run
+    H = 370 + bottom
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()

@@ -142,6 +142,25 @@ def test_time_input_reaches_the_output_once_weights_move(time_cond):
         assert (model(x, torch.tensor([0.1, 0.1])) - model(x, torch.tensor([0.9, 0.9]))).abs().max() > 1e-4
 
 
+def test_absolute_positions_start_as_the_rope_only_network_and_then_move_it():
+    """abs_pos adds a learned (T, D) table to the token embeddings: zero at init, so a model with it computes exactly the
+    RoPE-only network (a pretrained LLM stays itself); it gets gradient from the first step, and once it moves, the same
+    token at two positions reads differently through it."""
+    plain, lay = make()
+    randomize(plain)
+    posed = medim.MeDiM(lay.config(abs_pos=True)).eval()
+    missing, unexpected = posed.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["model.pos_embed.weight"] and not unexpected
+    x, t = lay.random_batch(2, torch.Generator().manual_seed(0)), torch.rand(2)
+    assert torch.equal(posed(x, t), plain(x, t))
+    posed.train()
+    posed(x, t).square().mean().backward()
+    assert posed.model.pos_embed.weight.grad[:x.shape[1]].abs().sum(1).gt(0).all()  # every position learns
+    with torch.no_grad():
+        posed.model.pos_embed.weight.normal_(0, 0.2)
+        assert (posed.eval()(x, t) - plain(x, t)).abs().max() > 1e-3
+
+
 def test_time_cond_none_ignores_t_and_others_require_it():
     model, lay = make(dict(time_cond="none"))
     x = lay.random_batch(2, torch.Generator().manual_seed(0))

@@ -119,12 +119,14 @@ def test_adaln_model_from_pretrained_is_exactly_the_bidirectional_pretrained_net
     plain = medim.from_pretrained(path, time_cond="none", seq_len=64).eval()
     adaln = medim.from_pretrained(path, time_cond="adaln", seq_len=64).eval()
     add = medim.from_pretrained(path, time_cond="add", seq_len=64).eval()
+    posed = medim.from_pretrained(path, time_cond="adaln", seq_len=64, abs_pos=True).eval()  # train.py's default
     x = tokens()
     with torch.no_grad():
         ref = plain(x)
         for t in (torch.zeros(2), torch.tensor([0.2, 0.9]), torch.ones(2)):
             assert torch.equal(adaln(x, t), ref)
             assert torch.equal(add(x, t), ref)
+            assert torch.equal(posed(x, t), ref)
         assert (ref - hf(x).logits).abs().max() > 1e-3  # bidirectional really is a different function from causal
 
 

@@ -60,3 +60,35 @@ def test_a_two_domain_evaluation_takes_n_eval_pairs_of_each_domain():
     pairs = ev.evaluation_pairs(test, 3)
     assert [p.domain for p in pairs] == ["cxr"] * 3 + ["path"] * 3
     assert [p.uid for p in ev.evaluation_pairs(data.load_pairs("synthetic", "test"), 3)] == [p.uid for p in pairs[:3]]
+
+
+def test_image_and_position_flags_reach_the_model():
+    """--abs-pos / --codebook-embed are on by default (README "How the default recipe was chosen"); --no-… turns each off."""
+    vocab = type("V", (), dict(size=300, seq_len=40, mask_id=100))()
+    log = lambda msg: None
+    assert train.build_model(train.parse_args([]), vocab, log).cfg.abs_pos
+    assert not train.build_model(train.parse_args(["--no-abs-pos"]), vocab, log).cfg.abs_pos
+    assert train.parse_args([]).codebook_embed and not train.parse_args(["--no-codebook-embed"]).codebook_embed
+
+
+def test_codebook_initialised_image_embeddings_follow_the_codebook():
+    """Image-code rows become codebook @ random projection at the rows' old scale: codes that look alike get embeddings
+    that point alike (inner products kept, Johnson–Lindenstrauss), equal codes get equal rows, text rows stay."""
+    import torch
+    from medim import MeDiM, MeDiMConfig
+    K, c, offset = 64, 8, 40
+    model = MeDiM(MeDiMConfig(vocab_size=offset + K, seq_len=16, d_model=128))
+    before = model.model.embed_tokens.weight.detach().clone()
+    codebook = torch.randn(K, c, generator=torch.Generator().manual_seed(0))
+    codebook[1] = codebook[0]
+    train.init_image_embeddings(model, codebook, offset, seed=0)
+    rows = model.model.embed_tokens.weight.detach()
+    assert torch.equal(rows[:offset], before[:offset])
+    assert torch.equal(rows[offset], rows[offset + 1])
+    assert abs(rows[offset:].std() / before[offset:].std() - 1) < 1e-4
+    centred = codebook - codebook.mean(0)
+    gram_code = (centred @ centred.T).flatten()
+    gram_emb = (rows[offset:] @ rows[offset:].T).flatten()
+    assert torch.corrcoef(torch.stack([gram_code, gram_emb]))[0, 1] > 0.9
+    fresh = MeDiM(MeDiMConfig(vocab_size=offset + K, seq_len=16, d_model=128)).model.embed_tokens.weight.detach()
+    assert torch.corrcoef(torch.stack([gram_code, (fresh[offset:] @ fresh[offset:].T).flatten()]))[0, 1] < 0.5

@@ -164,15 +164,16 @@ def test_learning_curve_tool_plots_the_recorded_evaluations(tiny_run, tmp_path):
     assert os.path.exists(png)
 
 
-def test_smoke_preset_images_beat_the_trivial_baselines(tmp_path):
-    """`python train.py --preset smoke` (about 2 minutes): on a fixed seed its images carry more of the report's findings
-    than guessing each finding at its prevalence, and more than calling everything negative. (Its reports do not yet:
-    README "Presets" gives the measured numbers.)"""
+def test_smoke_preset_beats_the_trivial_baselines_both_ways(tmp_path):
+    """`python train.py --preset smoke` (about 2 minutes): on a fixed seed its reports and its images both carry more of
+    the findings than guessing each finding at its prevalence, and are more accurate than calling everything negative.
+    Measured on 2 CPU cores (README "Presets"): label F1 0.48-0.53 / 0.43-0.53 on 3 seeds against ~0.2 for guessing."""
     out = str(tmp_path / "smoke")
     run(["train.py", "--preset", "smoke", "--seed", "0", "--threads", "1", "--out", out])
     m = json.load(open(os.path.join(out, "metrics.json")))
-    assert m["t2i"]["label_f1_macro"] > m["t2i_baselines"]["prior_sampling"]["f1_macro"] + 0.03
-    assert m["t2i"]["label_acc"] > m["t2i_baselines"]["all_negative"]["acc"]
+    for task in ("i2t", "t2i"):
+        assert m[task]["label_f1_macro"] > m[f"{task}_baselines"]["prior_sampling"]["f1_macro"] + 0.1, task
+        assert m[task]["label_acc"] > m[f"{task}_baselines"]["all_negative"]["acc"], task
 
 
 @pytest.mark.parametrize("layout", ["mimic", "r2gen"])
