@@ -100,10 +100,10 @@ class TrainConfig:
 
 
 PRESETS = {
-    # a first look in ~2 minutes on 2 CPU cores: a tiny model whose images beat the trivial baselines (its reports do not)
+    # a first look in ~2 minutes on 2 CPU cores: a tiny model whose reports and images both beat the trivial baselines
     "smoke": dict(n_train=2000, vq_steps=300, steps=900, d_model=64, n_layers=2, n_heads=2, batch_size=32, n_eval=64,
                   ckpt_every=300, warmup=30, oracle_steps=300),
-    # the README's `python train.py`: 14.0 minutes measured on an idle 2-core CPU, whole pipeline
+    # the README's `python train.py`: 13.6 minutes measured on an idle 2-core CPU, whole pipeline
     "default": dict(),
     # the default model for longer: the GPU learning curve passed 0.9 both ways by 4000 steps (README)
     "full": dict(steps=8000, vq_steps=2000),
