@@ -190,17 +190,22 @@ class Log:
 
 #### The run
 
-def build_model(cfg: TrainConfig, vocab, log) -> MeDiM:
+def build_model(cfg: TrainConfig, vocab, log, codebook=None) -> MeDiM:
+    """The diffusion model, fresh or from --init-from; with --codebook-embed (and the VQ codebook given) its image-code
+    embeddings start from the codebook (init_image_embeddings)."""
     if cfg.init_from:
         model = medim.from_pretrained(cfg.init_from, n_layers=cfg.n_layers or None, new_vocab_size=vocab.size,
                                       time_cond=cfg.time_cond, causal=cfg.causal, seq_len=vocab.seq_len,
                                       mask_id=vocab.mask_id, seed=cfg.seed, abs_pos=cfg.abs_pos)
         log(f"initialised from {cfg.init_from}: {model.cfg.n_layers} layers, d={model.cfg.d_model}")
-        return model
-    mcfg = MeDiMConfig(vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id, d_model=cfg.d_model,
-                       n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, d_ff=_ffn_width(cfg.d_model),
-                       causal=cfg.causal, time_cond=cfg.time_cond, abs_pos=cfg.abs_pos)
-    return MeDiM(mcfg)
+    else:
+        model = MeDiM(MeDiMConfig(vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id,
+                                  d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads,
+                                  d_ff=_ffn_width(cfg.d_model), causal=cfg.causal, time_cond=cfg.time_cond,
+                                  abs_pos=cfg.abs_pos))
+    if cfg.codebook_embed and codebook is not None:
+        init_image_embeddings(model, codebook, vocab.image_offset, cfg.seed)
+    return model
 
 
 @torch.no_grad()
@@ -274,9 +279,7 @@ def main(argv=None):
     log(f"train: {len(tokens)} pairs × {vocab.seq_len} tokens | vocab {vocab.size} | {time.time() - t_start:.0f}s so far")
 
     # -- model, optimizer, EMA ---------------------------------------------------------------------------------------------
-    model = build_model(cfg, vocab, log).to(device)
-    if cfg.codebook_embed and not cfg.resume:
-        init_image_embeddings(model, tok.vqvae.quantizer.codebook, vocab.image_offset, cfg.seed)
+    model = build_model(cfg, vocab, log, codebook=tok.vqvae.quantizer.codebook).to(device)  # --resume overwrites it
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M parameters, {model.cfg.n_layers} layers, d={model.cfg.d_model}, "
         f"{'causal' if model.cfg.causal else 'bidirectional'}, time_cond={model.cfg.time_cond}")

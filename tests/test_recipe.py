@@ -64,11 +64,19 @@ def test_a_two_domain_evaluation_takes_n_eval_pairs_of_each_domain():
 
 def test_image_and_position_flags_reach_the_model():
     """--abs-pos / --codebook-embed are on by default (README "How the default recipe was chosen"); --no-… turns each off."""
-    vocab = type("V", (), dict(size=300, seq_len=40, mask_id=100))()
+    import torch
+    vocab = type("V", (), dict(size=300, seq_len=40, mask_id=100, image_offset=101))()
+    codebook = torch.randn(199, 8, generator=torch.Generator().manual_seed(0))
     log = lambda msg: None
-    assert train.build_model(train.parse_args([]), vocab, log).cfg.abs_pos
-    assert not train.build_model(train.parse_args(["--no-abs-pos"]), vocab, log).cfg.abs_pos
-    assert train.parse_args([]).codebook_embed and not train.parse_args(["--no-codebook-embed"]).codebook_embed
+    def build(*flags):
+        torch.manual_seed(0)
+        return train.build_model(train.parse_args(list(flags)), vocab, log, codebook=codebook)
+    default, random_rows = build(), build("--no-codebook-embed")
+    assert default.cfg.abs_pos and not build("--no-abs-pos").cfg.abs_pos
+    text_rows, image_rows = slice(0, 101), slice(101, 300)
+    e_default, e_random = default.model.embed_tokens.weight.detach(), random_rows.model.embed_tokens.weight.detach()
+    assert torch.equal(e_default[text_rows], e_random[text_rows])
+    assert not torch.equal(e_default[image_rows], e_random[image_rows])   # the codebook init replaced the random rows
 
 
 def test_codebook_initialised_image_embeddings_follow_the_codebook():
