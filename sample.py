@@ -10,7 +10,8 @@ evaluation scripts) and grid.png with each report under its image.
 """
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train.py
+if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import argparse
 import textwrap

@@ -14,7 +14,8 @@ timed with bench/train_speed.make_step. Share = fetch / (fetch + step); the targ
 loading with compute (train.py does not either), so the share is exactly the time the step waits.
 """
 import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see train_speed.py)
+if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import argparse
 import math
 import statistics

@@ -14,7 +14,8 @@ a fresh random MeDiM (speed does not depend on the weights): t2i masks every ima
 sampler is called as sample.py calls it (text_left_to_right=True, temperature 1).
 """
 import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see train_speed.py)
+if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import argparse
 import math
 import statistics

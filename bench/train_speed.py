@@ -22,9 +22,9 @@ References: karpathy/nanoGPT model.py estimate_mfu and bench.py; PaLM (Chowdhery
 transformers is a test-only dependency of the project: only this bench (and tests) import it.
 """
 import os
-# Before torch loads OpenMP: spin-waiting threads make a 2-thread step ~20x slower whenever another process holds a core
-# (shared/calibration.md); passive waiting degrades gracefully. train.py sets the same, so we time what it runs.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads OpenMP: the short spin train.py sets (why there), so we time what it runs.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import argparse
 import math
 import statistics

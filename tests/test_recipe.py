@@ -12,6 +12,7 @@ def test_preset_fills_the_fields_you_did_not_set_and_explicit_flags_win():
     mixed = train.parse_args(["--preset", "smoke", "--steps", "7", "--d-model", "96", "--n-heads", "4"])
     assert (mixed.steps, mixed.d_model, mixed.n_layers) == (7, 96, train.PRESETS["smoke"]["n_layers"])
     assert train.parse_args([]).steps == train.TrainConfig().steps  # the default preset changes nothing
+    assert train.parse_args([]).compile and not smoke.compile            # compiled by default; the 2-minute look is not
 
 
 def test_unknown_preset_and_bad_values_are_refused(capsys):

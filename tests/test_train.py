@@ -18,8 +18,8 @@ TINY = ["--preset", "smoke", "--n-train", "256", "--vq-steps", "40", "--codebook
         "--sample-steps", "4", "--oracle-steps", "60", "--threads", "1", "--token-temperature", "1"]
 
 
-def run(args, check=True, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+def run(args, check=True, env=None, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, **(env or {})}
     r = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw)
     if check and r.returncode != 0:
         raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -151,6 +151,27 @@ def _losses(run_dir):
         if line.startswith("step ") and "| loss " in line:
             out.append(float(line.split("| loss ")[1].split()[0]))
     return out
+
+
+def test_compiled_training_follows_the_eager_run(tiny_run, tmp_path):
+    """torch.compile (on by default) fuses kernels but computes the same step: same data, init and noise, same losses."""
+    common = [*TINY, "--steps", "12", "--skip-eval", "--ckpt-every", "1000", "--log-every", "1"]
+    eager, fused = str(tmp_path / "eager"), str(tmp_path / "compiled")
+    for d in (eager, fused):
+        _copy_tokenizers(tiny_run, d)
+    run(["train.py", *common, "--out", eager])               # the smoke preset trains eagerly
+    run(["train.py", *common, "--compile", "--out", fused])
+    assert "training eagerly" not in open(os.path.join(fused, "log.txt")).read()
+    la, lb = _losses(eager), _losses(fused)
+    assert len(la) == len(lb) == 12
+    assert max(abs(a - b) for a, b in zip(la, lb)) < 1e-3 * max(la)
+
+
+def test_compile_without_a_working_compiler_trains_eagerly_with_a_note(tmp_path):
+    code = "import torch, train; m = torch.nn.Linear(2, 2); print(train.compiled(m, 'cpu', print) is m)"
+    env = {"CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # no cached kernels either
+    r = run(["-c", code], env=env)
+    assert "training eagerly" in r.stdout and r.stdout.strip().endswith("True")
 
 
 def test_learning_curve_tool_plots_the_recorded_evaluations(tiny_run, tmp_path):
