@@ -12,10 +12,10 @@ then data, model, optimizer, one training loop with checkpoints, then evaluation
 import os
 
 # Must happen before torch loads OpenMP. Idle OpenMP threads spin before they sleep: the default spin made a 2-thread step
-# 6-20x slower whenever another process held one of the two cores (2.2 s vs 0.39 s here; ~20x in shared/calibration.md),
-# never spinning (PASSIVE) made every step 1.26x slower on an idle machine (many small parallel regions). A short spin (10k rounds) keeps most of the
-# speed: measured side by side, 0.19 s vs 0.24 s per step idle, 0.51 s vs 0.39 s with a busy core (README). An
-# OMP_WAIT_POLICY or GOMP_SPINCOUNT you set wins.
+# 6-20x slower whenever another process held one of the two cores (2.2 s vs 0.39 s here; ~20x in shared/calibration.md);
+# never spinning (PASSIVE) made every step 1.26x slower on an idle machine (many small parallel regions). A short spin
+# (10k rounds) keeps the speed and degrades gracefully: measured side by side, 0.19 s vs 0.24 s per step idle, 0.51 s vs
+# 0.39 s with a busy core (README, "Running on a shared CPU"). An OMP_WAIT_POLICY or GOMP_SPINCOUNT you set wins.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
