@@ -234,17 +234,17 @@ def compiled(model, device, log):
     """torch.compile fuses the many small ops of a small transformer into few kernels: 1.3x per training step on the 2-core
     CPU (0.15 s vs 0.19 s, README). It needs a C++ compiler (CPU) or Triton (CUDA); a one-line probe checks, and without
     one the run trains eagerly, with a note, rather than failing at step 0."""
-    if torch.device(device).type == "cpu":  # otherwise compiled CPU kernels may accumulate gradients in a thread-dependent
-        # order: two runs of one seed then differed by ~4e-7 after 60 steps (measured); with these they are bitwise equal,
-        # at the same speed (140-160 ms per step either way)
-        torch.use_deterministic_algorithms(True)
-        torch._inductor.config.deterministic = True
     try:
         torch.compile(lambda x: x * 2 + 1)(torch.ones(2, device=device))
     except Exception as e:  # whatever the backend raises: no toolchain, no Triton, an unsupported platform
         log(f"note: torch.compile does not work here ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
             f"training eagerly (--no-compile skips this check)")
         return model
+    if torch.device(device).type == "cpu":  # otherwise compiled CPU kernels may accumulate gradients in a thread-dependent
+        # order: two runs of one seed then differed by ~4e-7 after 60 steps (measured); with these they are bitwise equal,
+        # at the same speed (140-160 ms per step either way)
+        torch.use_deterministic_algorithms(True)
+        torch._inductor.config.deterministic = True
     return torch.compile(model)
 
 
