@@ -1,13 +1,14 @@
 """medim data: one call, `load_pairs(name, split, ...)`, for every data source; each returns a Sequence of
 `data.common.Pair` (image uint8 already square-resized, report text, domain tag, uid, labels, meta).
 
-Sources (../shared/data-spec.md):
+Sources (docs/data.md):
   synthetic        toy chest X-rays with template reports (data/synthetic.py), the default; no files needed
   synthetic-path   toy H&E pathology patches with PathGen-style captions (data/synthetic.py)
   mimic            MIMIC-CXR-JPG 2.0.0 tree, R2Gen annotation.json (MIMIC or IU X-ray) or MeDiM flat folders (data/mimic.py)
   pathgen          PathGen json/jsonl + patches, or flat png+txt folders (data/pathgen.py)
 Comma-separated names concatenate sources for mixed-domain training, as MeDiM trains MIMIC-CXR and PathGen in one run
-(medim-spec §7), with a domain tag per pair instead of MeDiM's size string (medim-spec §11.3). `sampling_weights`
+(MeDiM §3.1), with a domain tag per pair instead of MeDiM's size string (docs/paper-notes.md "The official code: quirks
+and what medim does instead"). `sampling_weights`
 rebalances domains (MeDiM itself subsampled PathGen to balance; a weighted sampler does it without dropping data).
 """
 import bisect
@@ -103,6 +104,20 @@ def load_pairs(name: str, split: str, data_dir=None, image_size: int = 64, seed:
             parts.append(REAL_LOADERS[n](split, d, image_size=image_size, seed=seed, limit=limit, cache_dir=cache_dir,
                                          **mine))
     return parts[0] if len(parts) == 1 else ConcatPairs(parts)
+
+
+def parse_options(text: str) -> dict:
+    """Loader options written as "key=value,..." (train.py --data-options) as keyword arguments for load_pairs: true /
+    false become booleans, digit strings ints, anything else stays a string."""
+    options = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"loader options are key=value pairs separated by commas, got {item!r}")
+        low = value.lower()
+        options[key.strip()] = True if low == "true" else False if low == "false" else \
+            int(value) if value.isdigit() else value.strip()
+    return options
 
 
 #################################################################################

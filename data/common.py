@@ -1,14 +1,19 @@
-"""The one item type every dataset yields, and the one place images are squared and resized.
+"""The one item type every dataset yields, the one place images are squared and resized, and the one way files are
+written (atomically).
 
 Every loader in data/ (synthetic, MIMIC-CXR, R2Gen annotation.json, PathGen) returns `Pair`s, so tokenizer.py,
 train.py and eval.py never care where a pair came from.
 """
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-DOMAINS = ("cxr", "path")  # one tag token per domain in the vocabulary (medim-spec §11.3: a tag, not a size string)
+# one tag token per domain in the vocabulary: a tag, not the official code's size string (docs/paper-notes.md
+# "The official code: quirks and what medim does instead")
+DOMAINS = ("cxr", "path")
 
 
 @dataclass
@@ -25,7 +30,7 @@ def square_resize(img: Image.Image, size: int, fill=0) -> np.ndarray:
     """Pad to a centred square (never crop: a crop could cut off a lung or a lesion), then resize to size×size.
 
     Returns uint8 (size, size) for 'L' images and (size, size, 3) for 'RGB'. Callers convert modes first
-    (16-bit and RGBA handling live in the loaders, see data-spec §6)."""
+    (16-bit and RGBA handling live in the loaders, see docs/data.md "Edge cases")."""
     if img.mode not in ("L", "RGB"):
         raise ValueError(f"square_resize expects an 'L' or 'RGB' image, got mode {img.mode!r}")
     w, h = img.size
@@ -37,3 +42,25 @@ def square_resize(img: Image.Image, size: int, fill=0) -> np.ndarray:
     if side != size:
         img = img.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(img, dtype=np.uint8)
+
+
+@contextmanager
+def atomic_path(path):
+    """A temporary name beside `path` to write to: on success it replaces `path` in one step (os.replace), so a crash
+    mid-write leaves the old file (or none), never half a file; on failure it is removed. The process id in the name
+    keeps processes that write the same file (DDP ranks) apart."""
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_atomic(path, write):
+    """Write `path` atomically: write(binary file object) fills a temporary file that then replaces it (atomic_path).
+    E.g. write_atomic(p, lambda f: torch.save(obj, f)) or write_atomic(p, lambda f: f.write(text.encode()))."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
