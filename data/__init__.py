@@ -6,6 +6,7 @@ Sources (docs/data.md):
   synthetic-path   toy H&E pathology patches with PathGen-style captions (data/synthetic.py)
   mimic            MIMIC-CXR-JPG 2.0.0 tree, R2Gen annotation.json (MIMIC or IU X-ray) or MeDiM flat folders (data/mimic.py)
   pathgen          PathGen json/jsonl + patches, or flat png+txt folders (data/pathgen.py)
+  folder           your own pairs: images + same-stem .txt reports, pairs.jsonl or pairs.csv (data/folder.py)
 Comma-separated names concatenate sources for mixed-domain training, as MeDiM trains MIMIC-CXR and PathGen in one run
 (MeDiM §3.1), with a domain tag per pair instead of MeDiM's size string (docs/paper-notes.md "The official code: quirks
 and what medim does instead"). `sampling_weights`
@@ -19,11 +20,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from .common import DOMAINS, Pair, square_resize  # noqa: F401  (re-exported: data.Pair, data.square_resize)
+from .folder import load_folder
 from .mimic import load_mimic
 from .pathgen import load_pathgen
 from .records import canonical_split
 
-REAL_LOADERS = {"mimic": load_mimic, "pathgen": load_pathgen}
+REAL_LOADERS = {"mimic": load_mimic, "pathgen": load_pathgen, "folder": load_folder}
 SYNTHETIC_DOMAINS = {"synthetic": "cxr", "synthetic-path": "path"}
 NAMES = tuple(SYNTHETIC_DOMAINS) + tuple(REAL_LOADERS)
 
@@ -46,16 +48,17 @@ def _check_options(names: list[str], options: dict) -> dict[str, dict]:
     """Each requested source gets the options it takes. An option only another source takes is ignored while it has
     that source's default value (so a script may always pass e.g. shuffle_sentences=False), else it is an error."""
     known = {n: _option_defaults(n) for n in set(names)}
-    others = {}
+    others = {}  # option -> the defaults of the other sources taking it (mimic and folder both take `section`)
     for n in set(NAMES) - set(names):
         try:
-            others.update(_option_defaults(n))
+            for key, default in _option_defaults(n).items():
+                others.setdefault(key, []).append(default)
         except ImportError:  # data/synthetic.py missing: its options are simply unknown
             pass
     for key, value in options.items():
         if any(key in k for k in known.values()):
             continue
-        if key in others and value == others[key]:
+        if key in others and value in others[key]:
             continue
         where = "it belongs to another source" if key in others else "no source takes it"
         raise ValueError(f"option {key}={value!r} does not apply to --data {','.join(names)} ({where}); options they "
