@@ -1,5 +1,9 @@
 """data/labeler.py: exact on generated reports, right on hand-written negation/uncertainty cases and MIMIC-like text,
 and CheXpert-14 on real-style report sentences: positive, negated and uncertain for every class, and the scope rules."""
+import csv
+import sys
+from pathlib import Path
+
 import pytest
 
 from data.labeler import CHEXPERT_CLASSES, chexpert_labels, report_labels
@@ -255,3 +259,29 @@ _SCOPES = [
 def test_cue_scopes_end_at_clauses_new_cues_and_unlisted_modifiers(text, expected):
     got = chexpert_labels(text)
     assert {c: got[c] for c in expected} == expected
+
+
+def test_agreement_bench_scores_the_labeler_against_mesh_codes(tmp_path):
+    """bench/labeler_agreement.py on three made-up reports in the Open-i CSV layout: counts by hand."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import labeler_agreement
+    rows = [("1", "Cardiomegaly/mild;Pleural Effusion/left/small", "Cardiomegaly;Pleural Effusion",
+             "Mild cardiomegaly. Small left pleural effusion.", "No pneumothorax."),
+            ("2", "normal", "normal", "Lungs are clear. No effusion or pneumothorax.", "Normal chest."),
+            ("3", "Pneumothorax/right", "Pneumothorax", "Heart size normal.", "Possible small right pneumothorax."),
+            ("4", "No Indexing", "No Indexing", "Left of the study.", "")]
+    path = tmp_path / "reports.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        w.writerows([(u, m, p, "Xray Chest PA and Lateral", "", "", fi, im) for u, m, p, fi, im in rows])
+    result = labeler_agreement.main([str(path)])
+    assert result["Cardiomegaly"]["pos"] == {"support": 1, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    ptx = result["Pneumothorax"]
+    assert ptx["pos"]["recall"] == 0.0 and ptx["pos+unc"]["recall"] == 1.0   # "possible": uncertain, not positive
+    assert result["No Finding"]["pos"]["support"] == 1 and result["No Finding"]["pos"]["precision"] == 1.0
+    micro = result["micro (13 findings)"]["pos"]                             # 3 coded findings, 2 found, 0 false
+    assert (micro["support"], micro["precision"], round(micro["recall"], 3)) == (3, 1.0, 0.667)
+    with pytest.raises(SystemExit, match="missing column"):
+        (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+        labeler_agreement.main([str(tmp_path / "other.csv")])
