@@ -5,7 +5,8 @@ fixed-length sequence, the thing the discrete diffusion model of medim.py denois
 
     [<domain>] [<boi>] img_1 .. img_N [<eoi>] txt_1 .. txt_L        (text slots: report ids, <eos>, then <pad>s)
 
-MeDiM itself (medim-spec §3–4) uses the frozen 8192-code Chameleon VQGAN (512 px → 32×32 codes) and the LLaMA-2 tokenizer.
+MeDiM itself (MeDiM §3.2; docs/paper-notes.md "Image tokenizer") uses the frozen 8192-code Chameleon VQGAN (512 px →
+32×32 codes) and the LLaMA-2 tokenizer.
 Neither can be downloaded here, so we train small ones in minutes on a CPU, and keep the layout general enough for real
 data (f = 16, K up to 8192) and for a pretrained LLM's own tokenizer.json.
 Measured on the toy test splits at 64 px, defaults (f=8, K=512, 2000 steps of 16 images, ~170 s on one CPU thread):
@@ -33,7 +34,9 @@ from einops import rearrange
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from data.common import DOMAINS
+from data import load_pairs
+from data.common import DOMAINS, write_atomic
+from data.synthetic import pixel_labels
 
 # ----------------------------------------------------------------------------------------------------------------------
 #### VQ-VAE: the EMA vector quantiser, then the conv encoder / decoder around it
@@ -49,8 +52,8 @@ class Quantizer(nn.Module):
         super().__init__()
         self.K, self.decay, self.beta, self.dead_threshold, self.eps = K, decay, beta, dead_threshold, eps
         self.register_buffer("codebook", torch.zeros(K, dim))
-        # EMA counts and sums start at 0 (calibration.md: counts started at 1 hid dead codes for ~350 steps). Both decay
-        # alike, so their ratio, the code, is a running mean that needs no bias correction.
+        # EMA counts and sums start at 0 (in an early prototype, counts started at 1 hid dead codes for ~350 steps).
+        # Both decay alike, so their ratio, the code, is a running mean that needs no bias correction.
         self.register_buffer("ema_count", torch.zeros(K))
         self.register_buffer("ema_sum", torch.zeros(K, dim))
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
@@ -259,12 +262,12 @@ def text_len_for(lengths, quantile=0.995, multiple=8, max_len=256) -> int:
     a multiple of 8, at most max_len (MeDiM: 256). Longer reports are truncated and counted. Why not the longest: every
     slot costs compute in every row, <pad> or not. On the toy CXR reports (31 ids on average, 78 at most) the longest
     asks for 80 slots and the 99.5th percentile for 64, which cuts 0.4% of the reports and makes a training step 9%
-    cheaper (README "How the default recipe was chosen")."""
+    cheaper (docs/experiments.md)."""
     need = math.ceil(np.quantile(np.asarray(lengths), quantile)) + 1
     return int(min(max_len, multiple * math.ceil(need / multiple)))
 
 # ----------------------------------------------------------------------------------------------------------------------
-#### One vocabulary, one sequence layout (medim-spec §4, design.md "The sequence")
+#### One vocabulary, one sequence layout (docs/paper-notes.md "Vocabulary and sequence")
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -288,7 +291,7 @@ class Vocab:
         self.n_truncated = 0
         # 0 = never diffused (domain tag, <boi>, <eoi>), 1 = image codes, 2 = text slots
         self.segment_ids = torch.tensor([0, 0] + [1] * n_image_tokens + [0] + [2] * text_len)          # (T,)
-        # the ids each segment may produce (medim-spec §2.5 force_argmax_valid_indices); [MASK] is never one of them
+        # the ids each segment may produce (the official force_argmax_valid_indices); [MASK] is never one of them
         self.legal = torch.zeros(3, self.size, dtype=torch.bool)                                       # (3, V)
         self.legal[0], self.legal[0, self.mask_id] = True, False
         self.legal[1, self.image_offset:] = True
@@ -334,12 +337,6 @@ class Vocab:
 # ----------------------------------------------------------------------------------------------------------------------
 
 FILES = ("vqvae.pt", "tokenizer.json", "vocab.json")
-
-
-def _atomic_write(path: str, write):  # write(binary file object)
-    with open(path + ".tmp", "wb") as fh:
-        write(fh)
-    os.replace(path + ".tmp", path)  # a crash mid-write leaves the old file, never half a file
 
 
 class MedTokenizer:
@@ -392,9 +389,9 @@ class MedTokenizer:
         os.makedirs(run_dir, exist_ok=True)
         ck = {"config": self.vqvae.config, "state_dict": self.vqvae.state_dict()}
         meta = dict(self.vocab.to_dict(), image_size=self.image_size, channels=self.channels, stats=self.stats)
-        _atomic_write(os.path.join(run_dir, "vqvae.pt"), lambda fh: torch.save(ck, fh))
-        _atomic_write(os.path.join(run_dir, "tokenizer.json"), lambda fh: fh.write(self.text.to_str().encode()))
-        _atomic_write(os.path.join(run_dir, "vocab.json"), lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+        write_atomic(os.path.join(run_dir, "vqvae.pt"), lambda fh: torch.save(ck, fh))
+        write_atomic(os.path.join(run_dir, "tokenizer.json"), lambda fh: fh.write(self.text.to_str().encode()))
+        write_atomic(os.path.join(run_dir, "vocab.json"), lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
 
     @staticmethod
     def exists(run_dir: str) -> bool:
@@ -451,7 +448,6 @@ def reconstruction_stats(tok: MedTokenizer, pairs) -> dict:
         stats[f"psnr_db_{d}"] = psnr_db([recon[k] for k in mine], [images[k] for k in mine])
     toy = [k for k, pair in enumerate(pairs) if pair.uid.startswith("synthetic-") and pair.labels]
     if toy:
-        from data.synthetic import pixel_labels
         stats["findings_agreement"] = float(np.mean([pixel_labels(recon[k], pairs[k].domain)[name] == value
                                                      for k in toy for name, value in pairs[k].labels.items()]))
     return stats
@@ -528,8 +524,8 @@ def token_cache(tok: MedTokenizer, pairs, run_dir: str, split_name: str) -> np.n
         seqs = tok.encode_pairs(pairs, progress=True)
         truncated, tok.vocab.n_truncated = tok.vocab.n_truncated - before, before      # added back below
         dtype = np.uint16 if tok.vocab.size <= 2 ** 16 else np.uint32
-        _atomic_write(path, lambda fh: np.save(fh, seqs.astype(dtype)))
-        _atomic_write(meta_path, lambda fh: fh.write(json.dumps({"n": len(pairs), "n_truncated": truncated}).encode()))
+        write_atomic(path, lambda fh: np.save(fh, seqs.astype(dtype)))
+        write_atomic(meta_path, lambda fh: fh.write(json.dumps({"n": len(pairs), "n_truncated": truncated}).encode()))
     with open(meta_path) as fh:
         truncated = json.load(fh)["n_truncated"]
     tok.vocab.n_truncated += truncated
@@ -558,9 +554,8 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cpu", help="where the VQ-VAE trains: cpu | cuda")
     ap.add_argument("--limit", type=int, default=None, help="use a seeded subset of this many pairs per split")
     args = ap.parse_args()
-    from data import load_pairs
     train = load_pairs(args.data, "train", args.data_dir, image_size=args.image_size, seed=args.seed, limit=args.limit)
-    try:  # the quality numbers come from the test split, as the issue asks; real data may not have one
+    try:  # the quality numbers come from the test split; real data may not have one
         held_out = load_pairs(args.data, "test", args.data_dir, image_size=args.image_size, seed=args.seed, limit=args.limit)
     except (ValueError, FileNotFoundError) as e:
         print(f"no test split ({e}): measuring on training pairs held out from VQ training")
