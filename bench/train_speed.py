@@ -3,6 +3,7 @@
     python bench/train_speed.py                      # d=512, 8 layers, 8 heads, T=320, B=16, fp32, all CPU cores
     python bench/train_speed.py --dtype bf16         # bf16 autocast (the peak is then a bf16 matmul)
     python bench/train_speed.py --profile            # + the top ops of one step of each model (torch.profiler)
+    python bench/train_speed.py --shape smollm2      # SmolLM2-135M's blocks: d=576, GQA 9/3, d_ff 1536, tied, V=49671
 
 One step = forward, backward, AdamW step, zero_grad, on the same token batch for every model. Three models are timed
 side by side in ONE run, interleaved (round r runs every model once, in an order rotated by r) after warm-up, so a load
@@ -11,7 +12,7 @@ spike from another process hits all of them alike; each time is the median over 
   ours-llama   MeDiM with causal=True, time_cond='none' and the same plain cross-entropy: like for like with hf
   ours-train   MeDiM as it trains: bidirectional, time_cond='adaln', medim.diffusion_loss (logits only at masked tokens)
 The ratio is hf time / our time (>= 1.0: we are not slower). MFU is model FLOPs per second over the peak of a large
-matmul timed in the same rounds (PaLM App. B / nanoGPT estimate_mfu, shared/style.md §9): 6 N per token for the
+matmul timed in the same rounds (PaLM App. B / nanoGPT estimate_mfu): 6 N per token for the
 per-token parameters N (blocks + lm_head; the embedding lookup is no matmul) + 12 L H Q T for attention, plus
 6 N_sample per SAMPLE for AdaLN and the time MLP, which run once per row. For ours-train the lm_head counts only the
 rows it is applied to. The 12 L H Q T term counts full T x T attention: exact for bidirectional, an over-count for causal
@@ -112,7 +113,7 @@ def matmul_fn(n, dtype, device):
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     return (lambda: torch.mm(a, b)), 2 * n ** 3
 
-#### FLOPs per step (PaLM / nanoGPT estimate_mfu, adapted to AdaLN: style.md §9)
+#### FLOPs per step (PaLM App. B / nanoGPT estimate_mfu, adapted to AdaLN, which runs once per sample)
 
 
 def flop_params(model):
@@ -139,12 +140,21 @@ def step_flops(model, cfg, B, T, logit_rows):
 #### The three training steps
 
 
+# Named shapes; their fields are defaults, so --n-layers etc. still override them. smollm2: SmolLM2-135M's block shape
+# (what --init-from smollm2 trains) with 4 of its 30 layers and its whole vocabulary plus specials and 512 image codes
+# (49152 + 7 + 512), at a batch that keeps the run to about a minute on 2 cores.
+SHAPES = {"smollm2": dict(d_model=576, n_layers=4, n_heads=9, n_kv_heads=3, d_ff=1536, tie=True, vocab=49671, batch=4)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), help="a named model shape (its fields become the defaults)")
     p.add_argument("--d-model", type=int, default=512)
     p.add_argument("--n-layers", type=int, default=8)
     p.add_argument("--n-heads", type=int, default=8)
+    p.add_argument("--n-kv-heads", type=int, default=0, help="key/value heads (grouped-query attention); 0 = n-heads")
+    p.add_argument("--tie", action="store_true", help="lm_head shares the embedding matrix (tied embeddings)")
     p.add_argument("--d-ff", type=int, default=0, help="SwiGLU width; 0 = 8d/3 rounded up to 64 (train.py, Llama)")
     p.add_argument("--vocab", type=int, default=2700)
     p.add_argument("--codebook", type=int, default=512, help="image codes inside the vocabulary")
@@ -162,10 +172,14 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile both models (the step stays eager)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for one step of each model")
     p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(**SHAPES.get(p.parse_known_args(argv)[0].shape, {}))
     args = p.parse_args(argv)
+    args.n_kv_heads = args.n_kv_heads or args.n_heads
     args.d_ff = args.d_ff or 64 * math.ceil(8 * args.d_model / 3 / 64)
     if args.d_model % args.n_heads:
         p.error(f"--d-model {args.d_model} is not a multiple of --n-heads {args.n_heads}")
+    if args.n_heads % args.n_kv_heads:
+        p.error(f"--n-heads {args.n_heads} is not a multiple of --n-kv-heads {args.n_kv_heads}")
     if not 1 <= args.image_tokens <= args.seq_len - 4:
         p.error(f"--image-tokens {args.image_tokens} must leave >= 1 text slot in --seq-len {args.seq_len} "
                 f"(3 fixed tokens)")
@@ -182,9 +196,11 @@ def set_threads(threads):
 
 
 def build_models(args, layout):
-    """{name: model}, same shape and init seed; HF's config mirrors ours field for field (no biases, untied head)."""
-    shape = dict(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, d_ff=args.d_ff,
-                 vocab_size=layout.V, seq_len=layout.T, mask_id=layout.mask_id)
+    """{name: model}, same shape and init seed; HF's config mirrors ours field for field (no biases; GQA and a tied
+    head as asked)."""
+    kv_heads, tie = getattr(args, "n_kv_heads", 0) or args.n_heads, getattr(args, "tie", False)  # data_speed: neither
+    shape = dict(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=kv_heads,
+                 d_ff=args.d_ff, tie_embeddings=tie, vocab_size=layout.V, seq_len=layout.T, mask_id=layout.mask_id)
     models = {}
     for name in args.models.split(","):
         torch.manual_seed(args.seed)
@@ -192,8 +208,8 @@ def build_models(args, layout):
             from transformers import LlamaConfig, LlamaForCausalLM  # test-only dependency: the bench is its one user
             hf_cfg = LlamaConfig(vocab_size=layout.V, hidden_size=args.d_model, intermediate_size=args.d_ff,
                                  num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
-                                 num_key_value_heads=args.n_heads, max_position_embeddings=layout.T, rms_norm_eps=1e-6,
-                                 tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
+                                 num_key_value_heads=kv_heads, max_position_embeddings=layout.T,
+                                 rms_norm_eps=1e-6, tie_word_embeddings=tie, attention_bias=False, mlp_bias=False)
             hf_cfg._attn_implementation = "sdpa"
             models[name] = LlamaForCausalLM(hf_cfg)
         elif name == "ours-llama":
@@ -311,7 +327,8 @@ def main(argv=None):
     mm, mm_flops = matmul_fn(args.matmul, torch.float32 if args.dtype == "fp32" else torch.bfloat16, args.device)
     load_before = load_average()
     times = interleaved_times({**steps, "matmul": mm}, args.warmup, args.repeats, args.device)
-    print(f"train_speed: d={args.d_model} layers={args.n_layers} heads={args.n_heads} d_ff={args.d_ff} V={layout.V} "
+    print(f"train_speed: d={args.d_model} layers={args.n_layers} heads={args.n_heads}/{args.n_kv_heads} kv "
+          f"d_ff={args.d_ff}{' tied' if args.tie else ''} V={layout.V} "
           f"T={layout.T} B={args.batch} | {args.dtype} on {args.device}, {threads} threads | "
           f"median of {args.repeats} interleaved rounds after {args.warmup} warm-up")
     print(f"load average before / after: {load_before} / {load_average()}")
