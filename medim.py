@@ -15,14 +15,14 @@ Papers:
   UniDisc  Swerdlow et al. 2025, arXiv 2503.20853 (the code MeDiM forks; whole-modality masking)
 Reference code (read, not copied): karpathy/nanoGPT model.py, facebookresearch/DiT models.py, kuleshov-group/mdlm
 diffusion.py, ML-GSAI/LLaDA generate.py, HF transformers modeling_{llama,qwen2,gemma}.py (for the weight names),
-UCSC-VLAA/MeDiM. "§" refers to the sections of medim-spec.md, the project's notes on the paper and the official code.
+UCSC-VLAA/MeDiM. docs/paper-notes.md holds our notes on the paper and the official code (cited by their headings).
 """
 import json
 import math
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,7 @@ class MeDiMConfig:
     norm_eps: float = 1e-6
     causal: bool = False          # True brings the causal mask back (the paper's "w/ causal mask" ablation)
     time_cond: str = 'adaln'      # 'adaln' | 'add' (paper App. B "w/o AdaLN") | 'none' ("w/o timestep embedding")
-    time_freq_dim: int = 256      # sinusoid features of the noise level (DiT, §2.2)
+    time_freq_dim: int = 256      # sinusoid features of the noise level (DiT; MeDiM §2.2)
     abs_pos: bool = False         # a learned absolute position embedding added to the tokens, on top of RoPE (not in
                                   # the paper): tells each image token where it sits in the 2-D grid (see MeDiM.forward)
     attn_impl: str = 'sdpa'       # 'sdpa' (fused kernel) | 'manual' (the same math written out; slower, for reading)
@@ -79,8 +79,9 @@ PRESETS = {
     'tiny': dict(d_model=32, n_layers=2, n_heads=2, d_ff=64),                 # unit tests
     'small': dict(d_model=128, n_layers=4, n_heads=4, d_ff=384),              # CPU default: 1.25M params in the blocks
     'base': dict(d_model=512, n_layers=8, n_heads=8, d_ff=1536),              # one GPU, or a patient CPU
+    # MeDiM §3.2: Liquid, a Gemma-7B; the official code keeps its first 10 layers (docs/paper-notes.md "Backbone")
     'gemma-7b-10L': dict(d_model=3072, n_layers=10, n_heads=16, n_kv_heads=16, head_dim=256, d_ff=24576,
-                         act='gelu_tanh', norm_plus_one=True, embed_scale=True, tie_embeddings=True),  # MeDiM (§1)
+                         act='gelu_tanh', norm_plus_one=True, embed_scale=True, tie_embeddings=True),
 }
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -173,18 +174,19 @@ SCHEDULE_EPS = 1e-3  # MDLM's log-linear schedule keeps the mask probability in 
 
 
 def mask_prob(t):
-    """Log-linear schedule (MDLM, §5): at time t in [0, 1] each diffused token is [MASK] with probability (1 - eps) t."""
+    """Log-linear schedule (MDLM; docs/paper-notes.md "Training loss"): at time t in [0, 1] each diffused token is
+    [MASK] with probability (1 - eps) t."""
     return (1 - SCHEDULE_EPS) * t
 
 
 def noise_level(t):
-    """Total noise sigma(t) = -log(1 - (1 - eps) t), in [0, 6.9]: what the official code embeds (§2.2), not t itself."""
+    """Total noise sigma(t) = -log(1 - (1 - eps) t), in [0, 6.9]: what the official code embeds, not t itself."""
     return -torch.log1p(-mask_prob(t))
 
 
 class TimestepEmbedder(nn.Module):
-    """sigma -> 256 sinusoid features (GLIDE/DiT: frequencies 10000^(-i/128), cos first) -> Linear, SiLU, Linear (§2.2).
-    Named like the official checkpoint (model.time_embedder.mlp.{0,2})."""
+    """sigma -> 256 sinusoid features (GLIDE/DiT: frequencies 10000^(-i/128), cos first) -> Linear, SiLU, Linear
+    (MeDiM §2.2). Named like the official checkpoint (model.time_embedder.mlp.{0,2})."""
 
     def __init__(self, d_model, freq_dim):
         super().__init__()
@@ -205,7 +207,7 @@ def modulate(x, norm, shift, scale):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block; with time_cond='adaln' (§2.3):
+    """Pre-norm decoder block; with time_cond='adaln' (MeDiM §2.2, DiT §3.2):
         h   = x + (1 + gate_msa) * Attn(RMSNorm1(x) * (1 + scale_msa) + shift_msa)
         out = h + (1 + gate_mlp) * MLP (RMSNorm2(h) * (1 + scale_mlp) + shift_mlp)
     The pretrained norm affine is kept and the modulation applied on top of it, as in the official code."""
@@ -232,7 +234,8 @@ class Block(nn.Module):
 
 class MeDiM(nn.Module):
     """The denoiser: ids x_t (B, T) and time t (B,) -> logits (B, T, V) over the clean tokens, read at each token's own
-    position (no AR shift, unlike the official code: §4)."""
+    position (no AR shift, unlike the official code: docs/paper-notes.md "From an autoregressive LLM to a
+    diffusion model")."""
 
     def __init__(self, cfg: MeDiMConfig):
         super().__init__()
@@ -240,7 +243,7 @@ class MeDiM(nn.Module):
         self.model = nn.ModuleDict(dict(  # HF's "model." prefix, so keys read model.layers.3.mlp.up_proj.weight etc.
             embed_tokens=nn.Embedding(cfg.vocab_size, cfg.d_model),
             layers=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)]),
-            norm=RMSNorm(cfg.d_model, cfg.norm_eps, cfg.norm_plus_one),  # no AdaLN on the final norm (§2.3)
+            norm=RMSNorm(cfg.d_model, cfg.norm_eps, cfg.norm_plus_one),  # no AdaLN on the final norm (official code)
         ))
         if cfg.time_cond != 'none':
             self.model['time_embedder'] = TimestepEmbedder(cfg.d_model, cfg.time_freq_dim)
@@ -263,13 +266,14 @@ class MeDiM(nn.Module):
         for block in self.model.layers:  # GPT-2: residual projections scaled by 1/sqrt(2 n_layers) (nanoGPT)
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(proj.weight, 0.0, cfg.init_std / math.sqrt(2 * cfg.n_layers))
-        # The AdaLN init choice (§2.3, §11.1). We zero the modulation Linear AND write the gates as (1 + g), so at init
-        # shift = scale = g = 0 and every block computes exactly its plain pre-norm function: a model loaded with
-        # from_pretrained starts as the pretrained LLM (made bidirectional), bit for bit (tests/test_medim_pretrained.py).
+        # The AdaLN init choice (docs/paper-notes.md "The official code: quirks and what medim does instead"). We zero
+        # the modulation Linear AND write the gates as (1 + g), so at init shift = scale = g = 0 and every block
+        # computes exactly its plain pre-norm function: a model loaded with from_pretrained starts as the pretrained
+        # LLM (made bidirectional), bit for bit (tests/test_medim_pretrained.py).
         #  - DiT's AdaLN-Zero multiplies by g itself (gate = 0 at init): every block starts as the identity, which throws
         #    the pretrained blocks away at step 0 and must relearn to use them.
         #  - The official MeDiM code declares AdaLN-Zero, but transformers' ignore_mismatched_sizes re-initialises the
-        #    layer to N(0, 0.02), so its gates start small and random (§1): neither identity nor pretrained.
+        #    layer to N(0, 0.02), so its gates start small and random: neither identity nor pretrained.
         # From scratch, (1 + g) with g = 0 is an ordinary pre-norm transformer, also a fine start. Gradients still flow:
         # dL/dW of the modulation is (dL/d mods) outer SiLU(t_emb), non-zero because the time MLP is random (DiT init).
         for block in self.model.layers:
@@ -310,7 +314,7 @@ class MeDiM(nn.Module):
             if cfg.time_cond == 'add':
                 h = h + t_emb[:, None, :]  # one vector added to every token ("weighted addition", App. B)
             else:
-                c = F.silu(t_emb)  # DiT puts a SiLU before adaLN_modulation; the official code has none (§2.3)
+                c = F.silu(t_emb)  # DiT puts a SiLU before adaLN_modulation; the official code has none
         attn_mask, is_causal = None, cfg.causal  # no mask at all in the common bidirectional case: the fast path
         if key_padding_mask is not None:
             attn_mask = ~key_padding_mask[:, None, None, :]                 # (B, 1, 1, T) True = may attend
@@ -352,37 +356,17 @@ def q_xt(x0, p_mask, mask_id, generator=None):
     return torch.where(_uniform(x0.shape, generator, x0.device) < p_mask, mask_id, x0)
 
 
-def token_mask_probs(t, segment_ids, task, *, i2t_power=0.0, t2i_power=0.0, suffix_rows=None):
+def token_mask_probs(t, segment_ids, task, *, i2t_power=0.0, t2i_power=0.0):
     """(B, T) mask probability of each token, given each row's time t (B,) and task (B,). JOINT: both modalities at
-    mask_prob(t), one t shared by image and text (§5). TEXT_GIVEN (t2i): text clean, image at mask_prob(t ** t2i_power);
-    IMAGE_GIVEN (i2t): the reverse with i2t_power. Power 0 masks the target fully (UniDisc); 0.5, heavier than t but not
-    fully, was much better for reports in the calibration run (a report's content is decided while mostly masked).
-    suffix_rows (B,) bool: in these rows the report is masked as a suffix, its last t-fraction of slots (probability 1
-    there, 0 before): exactly the states a left-to-right report decoder visits, which i.i.d. masking almost never makes."""
+    mask_prob(t), one t shared by image and text (MeDiM §2.1). TEXT_GIVEN (t2i): text clean, image at
+    mask_prob(t ** t2i_power); IMAGE_GIVEN (i2t): the reverse with i2t_power. Power 0 masks the target fully (UniDisc's
+    whole-modality masking); 0.5, heavier than t but not fully, was better for reports (docs/experiments.md): a
+    parallel decoder decides a report's content while most of it is still masked."""
     p_joint = mask_prob(t)                                                                     # (B,)
     p_img = torch.where(task == TEXT_GIVEN, mask_prob(t ** t2i_power), p_joint).masked_fill(task == IMAGE_GIVEN, 0)
     p_txt = torch.where(task == IMAGE_GIVEN, mask_prob(t ** i2t_power), p_joint).masked_fill(task == TEXT_GIVEN, 0)
     p = torch.where(segment_ids == IMAGE, p_img[:, None], p_txt[:, None])                   # (B, T)
-    if suffix_rows is not None:
-        is_txt = segment_ids == TEXT                                                           # (B, T)
-        where = (is_txt.cumsum(1) - 1) / is_txt.sum(1, keepdim=True).clamp(min=1)             # slot's place in [0, 1)
-        p = torch.where(suffix_rows[:, None] & is_txt, (where >= 1 - t[:, None]).float(), p)
     return p.masked_fill(segment_ids == 0, 0.0)
-
-
-def subs_logprobs(logits, xt, legal_pos, mask_id):
-    """SUBS parameterisation (MDLM §3.2, diffusion.py _subs_parameterization) + MeDiM's per-segment restriction (§2.5):
-      1. a position may only produce the ids legal for its segment (image codes at image slots, text ids at text slots);
-      2. zero masking probability: [MASK] is never predicted (logit -inf);
-      3. carry-over unmasking: an unmasked position copies its token, log p = 0 at xt and -inf elsewhere.
-    logits (..., V), xt (...), legal_pos bool (..., V) or broadcastable (legal[segment_ids]). Returns log p (..., V).
-    Loss and sampler need it at masked positions only, where it is the softmax over the legal ids: they compute that on
-    those columns alone (segment_vocab), skipping exp(-inf) (a slow path on CPU) and ids a slot may never use."""
-    logits = logits.float().masked_fill(~legal_pos, float('-inf'))
-    logits[..., mask_id] = float('-inf')
-    logp = logits.log_softmax(dim=-1)
-    copy = torch.full_like(logp, float('-inf')).scatter_(-1, xt.unsqueeze(-1), 0.0)
-    return torch.where((xt != mask_id).unsqueeze(-1), copy, logp)
 
 
 def segment_vocab(legal, mask_id):
@@ -391,25 +375,44 @@ def segment_vocab(legal, mask_id):
     return {s: (legal[s] & not_mask).nonzero().squeeze(1) for s in (IMAGE, TEXT)}
 
 
+def segment_rows(seg_m):
+    """{segment: (M_s,) long}: which of M masked positions (their segment ids seg_m (M,)) belong to each modality."""
+    return {s: (seg_m == s).nonzero().squeeze(1) for s in (IMAGE, TEXT)}
+
+
+def subs_logprobs(logits, rows, vocab):
+    """SUBS parameterisation (MDLM §3.2, diffusion.py _subs_parameterization) with MeDiM's per-segment vocabulary
+    (docs/paper-notes.md "Vocabulary and sequence"), where the loss and the sampler need it: at the masked positions.
+      1. carry-over unmasking: an unmasked position copies its token (log p = 0 there), so it needs no logits at all;
+      2. zero masking probability: [MASK] is never predicted;
+      3. a position only produces the ids legal for its segment (image codes at image slots, text ids at text slots).
+    So at a masked position SUBS is the softmax over its segment's legal ids alone, computed on those columns only:
+    no exp(-inf) (a slow path on CPU), no work for ids a slot may never use.
+    logits (M, V) at M masked positions; rows {segment: (M_s,)} from segment_rows; vocab {segment: (V_s,)} from
+    segment_vocab. Returns {segment: (M_s, V_s) float32 log p}, column j being the id vocab[segment][j]."""
+    return {s: logits[r[:, None], vocab[s]].float().log_softmax(-1) for s, r in rows.items()}
+
+
 def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0.15, cond_text_share=0.5,
-                   i2t_power=0.0, t2i_power=0.0, i2t_suffix=0.0, loss_weight='elbo', t=None):
-    """One MDLM training loss on clean sequences x0 (B, T) long.
+                   i2t_power=0.0, t2i_power=0.0, loss_weight='elbo', t=None):
+    """One MDLM training loss on clean sequences x0 (B, T) long. The keyword defaults are the paper's recipe (MeDiM
+    §2.1 with UniDisc's whole-modality masking; docs/paper-notes.md "Training loss"); train.py passes the values this
+    repository measured to work better at its scale (train.PAPER lists both).
 
     segment_ids (T,) or (B, T) long: 0 never diffused, 1 image, 2 text (text slots include <eos> and <pad>, diffused and
     predicted like any token, so the model learns report length). legal (3, V) bool: the legal ids of each segment.
       cond_frac        share of rows where one modality is the clean condition (UniDisc; the official code sets
-                       mask_entire_modality 0.15 but never reads it, §5): the pure t2i / i2t states the sampler starts
+                       mask_entire_modality 0.15 but never reads it): the pure t2i / i2t states the sampler starts
                        from, and the unconditional branch CFG needs.
       cond_text_share  of those rows, the share where the TEXT is given (t2i); the rest are i2t.
       i2t_power, t2i_power   the target modality's mask rate there is t ** power (0 = fully masked); token_mask_probs.
-      i2t_suffix       share of the i2t rows whose report is masked as a suffix (token_mask_probs), for left-to-right
-                       report decoding; 0 keeps pure MDLM masking.
       loss_weight      'elbo': CE of each masked token / its mask probability, summed, per diffused token: the MDLM
-                       NELBO, whose weight alpha'/(1 - alpha) is 1/t for the log-linear schedule (MDLM diffusion.py
-                       L894; LLaDA's CE / p_mask is the same). 'uniform': mean CE over masked tokens (MaskGIT), no bound.
+                       NELBO, whose weight alpha'/(1 - alpha) is 1/t for the log-linear schedule (MDLM Eq. 10,
+                       diffusion.py L894; LLaDA's CE / p_mask is the same). 'uniform': mean CE over masked tokens
+                       (MaskGIT), no bound.
       t                optional (B,) times instead of sample_t (tests).
     The model's time input is the masked share of the row's diffused tokens: a function of x_t, so the sampler feeds
-    exactly the same quantity (the official sampler feeds a linear t that does not match its arccos schedule, §6).
+    exactly the same quantity (the official sampler feeds a linear t that does not match its arccos schedule).
     Returns (loss, stats): stats holds detached scalars for logging (loss_image, loss_text, mask_frac, task shares)."""
     cfg = model.cfg
     if cfg.mask_id < 0:
@@ -426,24 +429,23 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     u = _uniform((B, 2), generator, x0.device)
     task = torch.where(u[:, 0] < cond_frac, torch.where(u[:, 1] < cond_text_share, TEXT_GIVEN, IMAGE_GIVEN), JOINT)
     t = sample_t(B, generator, x0.device) if t is None else t.to(x0.device)           # (B,)
-    suffix = (task == IMAGE_GIVEN) & (_uniform(B, generator, x0.device) < i2t_suffix) if i2t_suffix > 0 else None
-    p_mask = token_mask_probs(t, seg, task, i2t_power=i2t_power, t2i_power=t2i_power, suffix_rows=suffix)  # (B, T)
+    p_mask = token_mask_probs(t, seg, task, i2t_power=i2t_power, t2i_power=t2i_power)  # (B, T)
     xt = q_xt(x0, p_mask, cfg.mask_id, generator)
     masked = xt == cfg.mask_id                                                         # (B, T)
     # every index is found before the forward: on a GPU, finding them waits for the queue, which is short here
     seg_m = seg[masked]                                                                # (M,) row-major, like the logits
-    rows = {s: (seg_m == s).nonzero().squeeze(1) for s in (IMAGE, TEXT)}              # masked rows of each modality
+    rows = segment_rows(seg_m)                                                         # masked rows of each modality
     weight = 1 / p_mask[masked] if loss_weight == 'elbo' else torch.ones_like(seg_m, dtype=torch.float)  # (M,)
     x0_m, vocab = x0[masked], segment_vocab(legal, cfg.mask_id)
     # 2. denoise: logits only where there is something to predict
     t_in = masked.sum(1) / diffused.sum(1).clamp(min=1)                                # (B,)
     logits = model(xt, t_in, logits_at=masked)                                         # (M, V)
-    # 3. -log p_theta(x0 | xt) at the masked tokens: SUBS there is the softmax over the slot's legal ids (subs_logprobs)
+    # 3. -log p_theta(x0 | xt) at the masked tokens (unmasked ones carry over: log p = 0, nothing to learn)
     total = {}  # modality -> sum over its masked tokens of weight x CE
-    for s, r in rows.items():
-        legal_logits = logits[r[:, None], vocab[s]].float()                           # (M_s, V_s)
-        target = torch.searchsorted(vocab[s], x0_m[r])                                 # (M_s,) x0's column there
-        total[s] = (F.cross_entropy(legal_logits, target, reduction='none') * weight[r]).sum()
+    for s, logp in subs_logprobs(logits, rows, vocab).items():                        # (M_s, V_s)
+        target = torch.searchsorted(vocab[s], x0_m[rows[s]])                           # (M_s,) x0's column there
+        nll = -logp.gather(1, target[:, None]).squeeze(1)                              # (M_s,)
+        total[s] = (nll * weight[rows[s]]).sum()
     if loss_weight == 'elbo':  # the NELBO: sum of CE / p_mask over the masked tokens, per diffused token
         denom = {s: (seg == s).sum() for s in (IMAGE, TEXT)}
         loss = (total[IMAGE] + total[TEXT]) / diffused.sum()
@@ -464,11 +466,40 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class SamplerConfig:
+    """How sample() fills the masks: one place for every sampler setting and its default (this repository's measured
+    choices, docs/experiments.md; train.PAPER lists the paper's). Each field keeps its name from the command-line flag
+    (--cfg-scale) to the checkpoint (ck['sampler']) and here."""
+    sample_steps: int = 16          # MaskGIT steps per modality, at most one per masked token
+    text_steps: int = 0             # text-slot steps; 0 = one per slot if text_left_to_right, else sample_steps
+    cfg_scale: float = 2.0          # guidance w at image slots (report -> image): logits (1 + w) c - w u; 0 = off
+    i2t_cfg_scale: float = 2.0      # guidance w at text slots (image -> report)
+    temperature: float = 1.0        # Gumbel noise on the confidence, annealed to 0 (MaskGIT's choice temperature)
+    token_temperature: float = 0.0  # tokens drawn from softmax(log p / token_temperature); 0 = argmax, 1 = the model's
+    text_left_to_right: bool = True  # reveal text slots in position order, not by confidence
+
+    def __post_init__(self):
+        if self.sample_steps < 1 or self.text_steps < 0:
+            raise ValueError(f"SamplerConfig: sample_steps must be >= 1 and text_steps >= 0, got {self.sample_steps}, "
+                             f"{self.text_steps}")
+        if self.temperature < 0 or self.token_temperature < 0:
+            raise ValueError(f"SamplerConfig: temperatures must be >= 0, got temperature {self.temperature}, "
+                             f"token_temperature {self.token_temperature}")
+
+    @classmethod
+    def from_dict(cls, d):
+        """The fields found in d (a saved ck['sampler'], or the train_config of a checkpoint written before the sampler
+        had its own entry: the same names), the defaults for the rest."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
 def reveal_counts(n_masked, steps, schedule='arccos'):
     """Tokens to reveal at each of `steps` steps, (B, steps) long, for rows with n_masked (B,) masked tokens. 'arccos':
-    the official adap_sche (§6), step i's share is proportional to arccos(1 - (i+1)/steps): few tokens early (little
-    context), many late. Cumulative counts are rounded, so they always sum to n_masked (the official code sets zero
-    counts to 1 and dumps the rest on the last step). 'linear': equal counts (LLaDA), for left-to-right text."""
+    the official adap_sche (MaskGIT's cosine family), step i's share is proportional to arccos(1 - (i+1)/steps): few
+    tokens early (little context), many late. Cumulative counts are rounded, so they always sum to n_masked (the
+    official code sets zero counts to 1 and dumps the rest on the last step). 'linear': equal counts (LLaDA), for
+    left-to-right text."""
     i = torch.arange(1, steps + 1, dtype=torch.float64)
     w = torch.arccos(1 - i / steps) if schedule == 'arccos' else torch.ones(steps, dtype=torch.float64)  # (S,)
     cum = torch.cumsum(w, 0) / w.sum()                                         # (S,) share revealed after step i
@@ -506,44 +537,39 @@ def top_n_per_row(score, n):
 
 def guided_logits(model, x, t, x_uncond, t_uncond, w, logits_at=None):
     """Classifier-free guidance (1 + w) c - w u, with the conditional and unconditional rows in ONE batched forward
-    (DiT forward_with_cfg, LLaDA). x, x_uncond (B, T); t, t_uncond, w (B,); logits_at optional bool (B, T).
-    Returns (B, T, V), or (M, V) at the logits_at positions."""
+    (DiT forward_with_cfg, LLaDA). x, x_uncond (B, T); t, t_uncond (B,); w (B, T) the weight at each position;
+    logits_at optional bool (B, T). Returns (B, T, V), or (M, V) at the logits_at positions."""
     at = None if logits_at is None else torch.cat([logits_at, logits_at])             # same positions in both halves
     c, u = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond]), logits_at=at).chunk(2)  # (B, T, V) or (M, V)
-    w = w[:, None, None] if logits_at is None else w[:, None].expand_as(logits_at)[logits_at][:, None]
+    w = w[..., None] if logits_at is None else w[logits_at][:, None]                  # (B, T, 1) or (M, 1)
     return (1 + w) * c - w * u
 
 
 @torch.no_grad()
-def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedule='linear', temperature=1.0,
-           token_temperature=1.0, generator=None, text_left_to_right=False, image_steps=None, text_steps=None):
-    """Fill every [MASK] of x (B, T) by MaskGIT-style iterative unmasking; every other token is the condition and never
-    changes. Tasks are just what is masked: report -> image (image slots masked), image -> report (text slots masked),
-    a joint pair (both), or a pair from a prompt (domain tag and/or first words given).
+def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
+    """Fill every [MASK] of x (B, T) by MaskGIT-style iterative unmasking (MaskGIT; MeDiM §3.2; docs/paper-notes.md
+    "Sampling"); every other token is the condition and never changes. Tasks are just what is masked: report -> image
+    (image slots masked), image -> report (text slots masked), a joint pair (both), or a pair from a prompt (domain tag
+    and/or first words given).
 
-    segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss.
-      steps              steps per modality (image_steps / text_steps override it), at most one per masked token. Each
-                         modality has its own reveal_counts table and both start at step 0, so the shorter finishes
-                         first (image_steps < text_steps: the image is done, then the report is finished against it).
-      cfg_scale          guidance w: logits (1 + w) c - w u, u = the same x with the condition (diffused tokens given
-                         at the start) replaced by [MASK]; 0 = no CFG, no extra rows.
-      cfg_schedule       'linear': w = cfg_scale * (1 - t), t = masked share of the tokens to generate (the official
-                         get_cfg_weight: none at the first step, full at the end); 'constant': w = cfg_scale.
-      temperature        scale of the Gumbel noise on the confidence log p(drawn token), annealed linearly to 0 over
-                         the steps (MaskGIT's choice temperature; the official r_temp * t, §6). 0 = pure confidence.
-      token_temperature  tokens are drawn from softmax(log p / token_temperature): 1 = the model's distribution (the
-                         official multinomial), 0 = argmax.
-      text_left_to_right reveal text slots in position order, the same number per step, instead of by confidence, which
-                         fills "no", ".", "is" first and repeats words; left-to-right (text_steps = L: one token per step;
-                         fewer: semi-autoregressive blocks) gave +0.10 to 0.14 label F1 in the calibration run.
-      generator          torch.Generator: the same seed gives the same samples.
+    segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss. sampler: a SamplerConfig (default SamplerConfig()).
+    generator: torch.Generator, the same seed gives the same samples.
+      - Each modality has its own reveal_counts table (arccos; linear for left-to-right text) and both start at step 0,
+        so the shorter one finishes first.
+      - Guidance: u = the same x with the condition (diffused tokens given at the start) replaced by [MASK]; the weight
+        ramps as w = scale * (1 - t), t = masked share of the tokens to generate (the official get_cfg_weight: none at
+        the first step, full at the end), with cfg_scale at image slots and i2t_cfg_scale at text slots. No extra rows
+        when the scale of every modality to generate is 0.
+      - The confidence log p(drawn token) gets temperature x Gumbel noise annealed linearly to 0 over the steps (the
+        official r_temp * t).
+      - text_left_to_right reveals text slots in position order, the same number per step, instead of by confidence,
+        which fills "no", ".", "is" first and repeats words (docs/experiments.md: +0.10 to 0.14 label F1).
     The time input is each row's masked share of diffused tokens, as in training. Tokens are only written at masked
     slots, so nothing revealed is re-masked. Text is not cut at <eos> here (the caller does). Returns x, all filled."""
+    sampler = sampler or SamplerConfig()
     mask_id = model.cfg.mask_id
     if mask_id < 0:
         raise ValueError("sample: model.cfg.mask_id is not set (use tokenizer Vocab.mask_id)")
-    if cfg_schedule not in ('linear', 'constant'):
-        raise ValueError(f"sample: cfg_schedule must be 'linear' or 'constant', got {cfg_schedule!r}")
     x = x.clone()
     B, T = x.shape
     seg = segment_ids.to(x.device).expand(B, T)                                          # (B, T)
@@ -551,52 +577,58 @@ def sample(model, x, segment_ids, legal, *, steps=16, cfg_scale=0.0, cfg_schedul
     if (todo & (seg == 0)).any():
         raise ValueError("sample: [MASK] at a never-diffused position (segment 0: domain tag, <boi>, <eoi>)")
     cond = (seg > 0) & ~todo                                  # the condition: never changes; masked in the uncond rows
-    use_cfg = cfg_scale != 0 and bool(cond.any())
     vocab = segment_vocab(legal.to(x.device), mask_id)                                   # segment -> legal ids
     n_diffused = (seg > 0).sum(1).clamp(min=1)                                            # (B,)
     tables = {}                                                                           # segment -> (B, S_seg)
-    for s, s_steps in ((IMAGE, image_steps or steps), (TEXT, text_steps or steps)):
+    for s in (IMAGE, TEXT):
         n = (todo & (seg == s)).sum(1)                                                    # (B,)
         if n.max() > 0:
-            schedule = 'linear' if (s == TEXT and text_left_to_right) else 'arccos'
-            tables[s] = reveal_counts(n, max(1, min(s_steps, int(n.max()))), schedule)  # no more steps than tokens
+            ltr = s == TEXT and sampler.text_left_to_right
+            s_steps = sampler.sample_steps
+            if s == TEXT and sampler.text_steps:
+                s_steps = sampler.text_steps
+            elif ltr:
+                s_steps = int(n.max())                                                    # one slot per step
+            tables[s] = reveal_counts(n, max(1, min(s_steps, int(n.max()))), 'linear' if ltr else 'arccos')
     S = max((tab.shape[1] for tab in tables.values()), default=0)
     positions = torch.arange(T, device=x.device, dtype=torch.float64).expand(B, T)
+    scale = {IMAGE: sampler.cfg_scale, TEXT: sampler.i2t_cfg_scale}
+    use_cfg = bool(cond.any()) and any(scale[s] != 0 for s in tables)
+    scale_at = torch.where(seg == IMAGE, scale[IMAGE], scale[TEXT])                      # (B, T)
 
     def denoise(x, masked, token_temperature):
-        """One denoiser call (guided when CFG is on), then a token drawn at every masked slot from SUBS there: the
-        softmax over the slot's legal ids (subs_logprobs). Returns the ids and their log-probs, (M,) each."""
+        """One denoiser call (guided when CFG is on), then a token drawn at every masked slot from SUBS there
+        (subs_logprobs). Returns the ids and their log-probs, (M,) each."""
         t = masked.sum(1) / n_diffused
+        rows = segment_rows(seg[masked])                                                  # segment -> (M_s,)
         if not use_cfg:
             logits = model(x, t, logits_at=masked)                                        # (M, V)
         else:
             x_u = torch.where(cond, mask_id, x)
             t_u = (x_u == mask_id).sum(1) / n_diffused
             remaining = (masked & todo).sum(1) / todo.sum(1).clamp(min=1)                # 1 at the start, 0 at the end
-            w = cfg_scale * (1 - remaining) if cfg_schedule == 'linear' else torch.full_like(t, cfg_scale)
+            w = (1 - remaining)[:, None] * scale_at                                       # (B, T)
             logits = guided_logits(model, x, t, x_u, t_u, w, logits_at=masked)            # (M, V)
-        seg_m = seg[masked]                                                               # (M,)
-        drawn = torch.zeros_like(seg_m)
-        logp_drawn = torch.zeros(len(seg_m), dtype=torch.float64, device=x.device)
-        for s, ids in vocab.items():
-            r = (seg_m == s).nonzero().squeeze(1)                                         # (M_s,)
-            logp = logits[r[:, None], ids].float().log_softmax(-1)                        # (M_s, V_s)
+        drawn = torch.zeros(len(logits), dtype=torch.long, device=x.device)
+        logp_drawn = torch.zeros(len(logits), dtype=torch.float64, device=x.device)
+        for s, logp in subs_logprobs(logits, rows, vocab).items():                        # (M_s, V_s)
             k = draw_tokens(logp, token_temperature, generator)                           # (M_s,) columns
-            drawn[r], logp_drawn[r] = ids[k], logp.gather(1, k[:, None]).squeeze(1).double()
+            drawn[rows[s]], logp_drawn[rows[s]] = vocab[s][k], logp.gather(1, k[:, None]).squeeze(1).double()
         return drawn, logp_drawn
 
     for i in range(S):
         masked = x == mask_id                                                             # (B, T)
-        drawn, logp_drawn = denoise(x, masked, token_temperature)                         # (M,) one per masked slot
+        drawn, logp_drawn = denoise(x, masked, sampler.token_temperature)                 # (M,) one per masked slot
         tokens = torch.full_like(x, mask_id).masked_scatter_(masked, drawn)               # (B, T)
         conf = torch.zeros(B, T, dtype=torch.float64, device=x.device).masked_scatter_(masked, logp_drawn)
-        conf = conf + temperature * (1 - (i + 1) / S) * gumbel((B, T), generator, x.device)
+        conf = conf + sampler.temperature * (1 - (i + 1) / S) * gumbel((B, T), generator, x.device)
         reveal = torch.zeros_like(masked)
         for s, table in tables.items():
             if i >= table.shape[1]:
                 continue
             candidates = masked & (seg == s)
-            score = -positions if (s == TEXT and text_left_to_right) else conf  # leftmost first, or most confident
+            ltr = s == TEXT and sampler.text_left_to_right
+            score = -positions if ltr else conf  # leftmost first, or most confident
             reveal |= top_n_per_row(score.masked_fill(~candidates, float('-inf')), table[:, i]) & candidates
         x = torch.where(reveal, tokens, x)
     masked = x == mask_id
@@ -708,11 +740,11 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
                     mask_id=-1, seed=0, abs_pos=False):
     """A MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory: config.json and
     *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16). n_layers: keep the first
-    n_layers blocks (MeDiM keeps 10 of Liquid's 28, §1). new_vocab_size: room for specials, [MASK] and image codes
-    (grow_vocab); text ids must come from this LLM's own tokenizer for its text rows to mean anything (the official code
-    mismatches them, §1). time_embedder / adaLN_modulation keep their identity-preserving init, so the fp32 result
-    computes exactly the pretrained network (bidirectional unless causal=True) until training moves it; so does
-    abs_pos's position embedding, which starts at zero."""
+    n_layers blocks (MeDiM keeps 10 of Liquid's 28, docs/paper-notes.md "Backbone"). new_vocab_size: room for
+    specials, [MASK] and image codes (grow_vocab); text ids must come from this LLM's own tokenizer for its text rows to
+    mean anything (the official code mismatches them). time_embedder / adaLN_modulation keep their identity-preserving
+    init, so the fp32 result computes exactly the pretrained network (bidirectional unless causal=True) until training
+    moves it; so does abs_pos's position embedding, which starts at zero."""
     cfg_path = os.path.join(hf_dir, 'config.json')
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found (an HF model directory has config.json + *.safetensors)")

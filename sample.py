@@ -5,8 +5,9 @@
     python sample.py --ckpt runs/default --task joint --n 16 [--prompt "FINDINGS: The heart"] [--domain cxr]
 
 Every task is the same call to medim.sample: put the condition into the token sequence, [MASK] everywhere else
-(design.md "The sequence"), and let the sampler fill the masks. Writes image_{i}.png, text_{i}.txt (the layout of MeDiM's
-evaluation scripts) and grid.png with each report under its image.
+(docs/paper-notes.md "Vocabulary and sequence"), and let the sampler fill the masks, with the run's sampler settings
+(medim.SamplerConfig, saved in its ckpt.pt) unless a flag changes one. Writes image_{i}.png, text_{i}.txt (the layout of
+MeDiM's evaluation scripts) and grid.png with each report under its image.
 """
 import os
 
@@ -15,20 +16,25 @@ if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, 
 
 import argparse
 import textwrap
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import medim
-from medim import MeDiM, MeDiMConfig
+import tokenizer as tk
+from data.common import write_atomic
+from data.images import read_image as read_like_training
+from medim import MeDiM, MeDiMConfig, SamplerConfig
 
 
 #### Loading a run
 
 def load_run(run_dir: str, device: str = "cpu", use_ema: bool = True):
-    """The tokenizers and the model of a run directory (EMA weights when the run kept them). Returns (model, tok, train_config)."""
-    import tokenizer as tk
+    """The tokenizers, the model (EMA weights when the run kept them) and the sampler settings of a run directory.
+    Returns (model, tok, sampler, train_config). A checkpoint written before the sampler had its own entry holds the
+    same settings under the same names in its train_config, so it samples as it did."""
     path = os.path.join(run_dir, "ckpt.pt")
     if not os.path.exists(path):
         raise SystemExit(f"error: no checkpoint at {path} (train one with: python train.py --out {run_dir})")
@@ -46,7 +52,12 @@ def load_run(run_dir: str, device: str = "cpu", use_ema: bool = True):
     if tok.vocab.size != model.cfg.vocab_size or tok.vocab.seq_len != model.cfg.seq_len:
         raise SystemExit(f"error: the tokenizer files in {run_dir} (vocab {tok.vocab.size}, length {tok.vocab.seq_len}) do not "
                          f"match {path} (vocab {model.cfg.vocab_size}, length {model.cfg.seq_len})")
-    return model.to(device).eval(), tok, ck.get("train_config", {})
+    train_config = ck.get("train_config", {})
+    try:
+        sampler = SamplerConfig.from_dict(ck.get("sampler") or train_config)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"error: {path} holds unusable sampler settings ({e})")
+    return model.to(device).eval(), tok, sampler, train_config
 
 
 #### Building conditioned sequences: the condition stays, [MASK] marks what to generate
@@ -87,36 +98,43 @@ def condition_on_prompt(tok, n: int, domain: str, prompt: str = "") -> torch.Ten
     return torch.from_numpy(np.tile(x, (n, 1)))
 
 
-def sampling_settings(run_cfg: dict, tok, task: str, **overrides) -> dict:
-    """generate()'s keyword arguments for one task ('t2i', 'i2t' or 'joint') from a run's train config (train.TrainConfig
-    fields), overrides given as not None winning. Guidance has its own scale per direction: cfg_scale for report → image
-    (and a joint pair's prompt), i2t_cfg_scale for image → report. Reports decoded left to right take one text slot per
-    step unless text_steps says otherwise."""
-    guidance = {"t2i": "cfg_scale", "i2t": "i2t_cfg_scale", "joint": "cfg_scale"}[task]
-    pick = {"steps": "sample_steps", "cfg_scale": guidance, "temperature": "temperature",
-            "token_temperature": "token_temperature", "text_left_to_right": "text_left_to_right", "text_steps": "text_steps"}
-    defaults = {"sample_steps": 16, "cfg_scale": 0.0, "i2t_cfg_scale": 0.0, "temperature": 1.0,
-                "token_temperature": 1.0, "text_left_to_right": True, "text_steps": 0}
-    knobs = {arg: run_cfg.get(key, defaults[key]) for arg, key in pick.items()}
-    knobs.update({k: v for k, v in overrides.items() if v is not None})
-    knobs["text_steps"] = knobs["text_steps"] or (tok.vocab.text_len if knobs["text_left_to_right"] else None)
-    return knobs
+def add_sampler_flags(parser):
+    """One flag per SamplerConfig field, named after it (--cfg-scale for cfg_scale); None = keep the run's setting."""
+    for f in fields(SamplerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, type=f.type, default=None, metavar=f.type.__name__.upper())
+
+
+def sampler_from_flags(sampler: SamplerConfig, args) -> SamplerConfig:
+    """The run's settings with the flags add_sampler_flags defined and the user gave."""
+    return replace(sampler, **{f.name: getattr(args, f.name) for f in fields(SamplerConfig)
+                               if getattr(args, f.name) is not None})
 
 
 @torch.no_grad()
-def generate(model: MeDiM, tok, x: torch.Tensor, *, steps=16, cfg_scale=0.0, temperature=1.0, token_temperature=1.0,
-             seed=0, text_left_to_right=True, text_steps=None, batch_size=256) -> list[tuple[str, np.ndarray, str]]:
-    """Fill every [MASK] of x (B, T) and decode each row into (report, image uint8, domain)."""
+def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed=0,
+             batch_size=256) -> list[tuple[str, np.ndarray, str]]:
+    """Fill every [MASK] of x (B, T) with medim.sample and decode each row into (report, image uint8, domain)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
     out = []
     for chunk in x.split(batch_size):
-        filled = medim.sample(model, chunk.to(device), seg, legal, steps=steps, cfg_scale=cfg_scale,
-                              temperature=temperature, token_temperature=token_temperature, generator=gen,
-                              text_left_to_right=text_left_to_right, text_steps=text_steps)
+        filled = medim.sample(model, chunk.to(device), seg, legal, sampler, generator=gen)
         out.extend(tok.decode(row) for row in filled.cpu().numpy())
     return out
+
+
+def read_image(path: str, tok, domain: str) -> np.ndarray:
+    """An image file as the tokenizer expects it, read exactly as the data loaders read training images
+    (data/images.py: 16-bit scaling, alpha on white, pad to square, resize)."""
+    try:
+        return read_like_training(path, domain, tok.image_size)[0]
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise SystemExit(f"error: cannot read image {path}: {e}")
 
 
 #### A grid a person can read: each image with its report underneath
@@ -136,31 +154,30 @@ def save_grid(images: list[np.ndarray], captions: list[str], path: str, cols: in
         lines = textwrap.wrap(cap, chars)[:text_lines]
         for k, line in enumerate(lines):
             draw.text((c * w + 4, r * h + cell + 6 + k * line_h), line, fill="black", font=font)
-    tmp = path + ".tmp.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: canvas.save(f, format="PNG"))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Sample from a trained MeDiM run.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Sample from a trained MeDiM run.")
     p.add_argument("--ckpt", required=True, help="run directory (holds ckpt.pt, vqvae.pt, tokenizer.json)")
     p.add_argument("--task", choices=["t2i", "i2t", "joint"], required=True)
     p.add_argument("--report", action="append", default=[], help="t2i: a report (repeat the flag for several)")
     p.add_argument("--image", action="append", default=[], help="i2t: an image file (repeat the flag for several)")
     p.add_argument("--prompt", default="", help="joint: the first words of the report")
-    p.add_argument("--domain", default="cxr", help="cxr or path")
-    p.add_argument("--n", type=int, default=4, help="samples per report (t2i) or in total (joint)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample_steps)")
-    p.add_argument("--cfg", type=float, default=None,
-                   help="classifier-free guidance scale (default: the run's cfg_scale for t2i, i2t_cfg_scale for i2t)")
-    p.add_argument("--temperature", type=float, default=None, help="Gumbel noise on the confidence (default: the run's)")
-    p.add_argument("--token-temperature", type=float, default=None, help="0 = argmax tokens (default: the run's)")
+    p.add_argument("--domain", default="cxr", help="cxr or path (default cxr)")
+    p.add_argument("--n", type=int, default=4, help="samples per report (t2i) or in total (joint) (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="samples")
+    p.add_argument("--out", default="samples", help="output folder (default samples)")
+    add_sampler_flags(p.add_argument_group("sampler settings (medim.SamplerConfig; default: the run's own, saved in its "
+                                           "ckpt.pt; cfg_scale guides the image slots, i2t_cfg_scale the text slots)"))
     args = p.parse_args(argv)
 
-    model, tok, run_cfg = load_run(args.ckpt, args.device)
+    model, tok, sampler, _ = load_run(args.ckpt, args.device)
+    try:
+        sampler = sampler_from_flags(sampler, args)
+    except ValueError as e:
+        p.error(str(e))
     if args.domain not in tok.vocab.domain_id:
         p.error(f"--domain must be one of {sorted(tok.vocab.domain_id)}, got {args.domain!r}")
     if args.task == "t2i":
@@ -175,26 +192,13 @@ def main(argv=None):
         x = condition_on_images(tok, images, [args.domain] * len(images))
     else:
         x = condition_on_prompt(tok, args.n, args.domain, args.prompt)
-    results = generate(model, tok, x, seed=args.seed, **sampling_settings(
-        run_cfg, tok, args.task, steps=args.steps, cfg_scale=args.cfg, temperature=args.temperature,
-        token_temperature=args.token_temperature))
+    results = generate(model, tok, x, sampler, seed=args.seed)
     os.makedirs(args.out, exist_ok=True)
     for i, (report, image, _) in enumerate(results):
-        Image.fromarray(image).save(os.path.join(args.out, f"image_{i}.png"))
-        with open(os.path.join(args.out, f"text_{i}.txt"), "w") as f:
-            f.write(report + "\n")
+        write_atomic(os.path.join(args.out, f"image_{i}.png"), lambda f: Image.fromarray(image).save(f, format="PNG"))
+        write_atomic(os.path.join(args.out, f"text_{i}.txt"), lambda f: f.write((report + "\n").encode()))
     save_grid([r[1] for r in results], [r[0] for r in results], os.path.join(args.out, "grid.png"))
     print(f"wrote {len(results)} samples and grid.png to {args.out}")
-
-
-def read_image(path: str, tok, domain: str) -> np.ndarray:
-    """An image file as the tokenizer expects it, read exactly as the data loaders read training images
-    (data/images.py: 16-bit scaling, alpha on white, pad to square, resize)."""
-    from data.images import read_image as read_like_training
-    try:
-        return read_like_training(path, domain, tok.image_size)[0]
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise SystemExit(f"error: cannot read image {path}: {e}")
 
 
 if __name__ == "__main__":

@@ -2,20 +2,22 @@
 
     python train.py                                   # embedded synthetic chest X-rays, CPU, ~15 minutes
     python train.py --preset smoke                    # a 2-minute first look
+    python train.py --preset paper                    # the paper's recipe where ours differs (PAPER below)
     python train.py --data mimic --data-dir DIR       # MIMIC-CXR-JPG tree, R2Gen annotation.json or MeDiM flat dirs
     python train.py --data mimic,pathgen --data-dir A,B --init-from HF_LLM_DIR --n-layers 10
     torchrun --nproc_per_node 8 train.py --data mimic --data-dir DIR --preset full
 
-A flat script in the nanoGPT mould (github.com/karpathy/nanoGPT train.py): one dataclass of settings (every field is a flag),
-then data, model, optimizer, one training loop with checkpoints, then evaluation. The maths lives in medim.py.
+A flat script in the nanoGPT mould (github.com/karpathy/nanoGPT train.py): two dataclasses of settings, TrainConfig and
+medim.SamplerConfig (every field is a flag), then data, model, optimizer, one training loop with checkpoints, then
+evaluation. The maths lives in medim.py, the metrics in eval.py.
 """
 import os
 
 # Must happen before torch loads OpenMP. Idle OpenMP threads spin before they sleep: the default spin made a 2-thread step
-# 6-20x slower whenever another process held one of the two cores (2.2 s vs 0.39 s here; ~20x in shared/calibration.md);
-# never spinning (PASSIVE) made every step 1.26x slower on an idle machine (many small parallel regions). A short spin
-# (10k rounds) keeps the speed and degrades gracefully: measured side by side, 0.19 s vs 0.24 s per step idle, 0.51 s vs
-# 0.39 s with a busy core (README, "Running on a shared CPU"). An OMP_WAIT_POLICY or GOMP_SPINCOUNT you set wins.
+# 6-20x slower whenever another process held one of the two cores (2.2 s vs 0.39 s here); never spinning (PASSIVE) made
+# every step 1.26x slower on an idle machine (many small parallel regions). A short spin (10k rounds) keeps the speed and
+# degrades gracefully: measured side by side, 0.19 s vs 0.24 s per step idle, 0.51 s vs 0.39 s with a busy core
+# (bench/README.md). An OMP_WAIT_POLICY or GOMP_SPINCOUNT you set wins.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
@@ -31,11 +33,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import data
+import eval as ev
 import medim
-from medim import MeDiM, MeDiMConfig
+import tokenizer as tk
+from data.common import write_atomic
+from eval_image import ORACLE_STEPS
+from medim import MeDiM, MeDiMConfig, SamplerConfig
 
 
-#### Settings: one dataclass, every field is a command-line flag
+#### Settings: TrainConfig and medim.SamplerConfig, every field a command-line flag
 
 @dataclass
 class TrainConfig:
@@ -44,11 +51,11 @@ class TrainConfig:
     data_dir: str = ""             # comma-separated, aligned with --data (synthetic entries need none)
     image_size: int = 64
     n_train: int = 0               # 0 = the whole train split
-    shuffle_sentences: bool = False  # synthetic reports: canonical sentence order unless set (calibration: 4x better i2t)
+    shuffle_sentences: bool = False  # synthetic reports: canonical sentence order unless set (4x the i2t F1 in a prototype)
     data_options: str = ""         # loader options, e.g. "section=both,views=all" for MIMIC (see data/mimic.py, data/pathgen.py)
     # run
     out: str = "runs/default"
-    preset: str = "default"        # smoke | default | full (fills in the fields below that you do not set)
+    preset: str = "default"        # smoke | default | full | paper (fills in the fields below that you do not set)
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     dtype: str = "auto"            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
@@ -70,7 +77,7 @@ class TrainConfig:
     abs_pos: bool = True           # learned absolute positions on top of RoPE (medim.MeDiMConfig.abs_pos)
     codebook_embed: bool = True    # image-code embeddings start as a random projection of the VQ-VAE codebook
     # optimisation
-    steps: int = 4400              # the default run: ~15 minutes whole pipeline on an idle 2-core CPU (README)
+    steps: int = 4400              # the default run: ~15 minutes whole pipeline on an idle 2-core CPU (docs/experiments.md)
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -78,30 +85,41 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema: float = 0.999             # 0 = off; evaluation and sampling use the EMA weights when on
-    # diffusion recipe (see medim.diffusion_loss)
-    # (medim-spec §11 suggests 15% conditioned rows, half each way, targets fully masked; the defaults below are what
-    #  our measurements chose, README "How the default recipe was chosen")
+    # diffusion recipe (medim.diffusion_loss; PAPER below gives the paper's values beside these measured ones)
     cond_frac: float = 0.7         # share of rows with one modality clean (the condition) and the other masked
     cond_text_share: float = 0.35  # of those, share where the report is the condition (report → image); rest image → report
     i2t_power: float = 0.5         # in image-given rows the report is masked at rate t**power (0 = fully masked)
     t2i_power: float = 1.0         # in report-given rows the image is masked at rate t**power
-    i2t_suffix: float = 0.0        # share of image-given rows whose report is masked as a suffix (left-to-right decoding)
     loss_weight: str = "uniform"   # uniform (mean CE over masked tokens, MaskGIT) | elbo (1/t weight, MDLM's bound)
-    # evaluation and sampling
+    # evaluation (the sampler's settings are medim.SamplerConfig's flags)
     eval_every: int = 0            # 0 = only at the end
-    n_eval: int = 200
-    sample_steps: int = 16
-    cfg_scale: float = 2.0         # report→image classifier-free guidance (measured: F1 0.49 → 0.59 with argmax tokens)
-    i2t_cfg_scale: float = 2.0     # image→report guidance (measured, 3 seeds: F1 0.43 → 0.50 over no guidance)
-    text_left_to_right: bool = True
-    token_temperature: float = 0.0  # 0 = argmax tokens (measured: BLEU-4 0.11 → 0.18 over sampling at 1)
-    text_steps: int = 0            # image→report steps; 0 = one text slot per step when text_left_to_right
-    temperature: float = 1.0       # Gumbel noise on the confidence (MaskGIT choice temperature)
-    oracle_steps: int = 0          # 0 = eval.py's default training length for the synthetic-data oracle
+    n_eval: int = 200              # test pairs per domain
+    oracle_steps: int = ORACLE_STEPS  # training steps of the synthetic-data oracle classifier (eval_image.train_oracle)
     ckpt_every: int = 250
     log_every: int = 100
     skip_eval: bool = False
 
+
+# The paper's recipe (MeDiM §2.1, §3.2 and the official code's config; docs/paper-notes.md "Training loss", "Sampling"),
+# for every setting where this repository's default differs, with what we measured instead (label F1 image → report /
+# report → image; docs/experiments.md). `--preset paper` trains it at our scale; the paper's scale (a 10-layer Liquid,
+# lr 1e-5, 1M steps on 8 A100s) is not reproduced.
+PAPER = dict(
+    cond_frac=0.15,           # ours 0.7: 70% of rows vs none raised image → report F1 0.29 → 0.46 (prototype)
+    cond_text_share=0.5,      # ours 0.35: 0.78 / 0.86 vs 0.70 / 0.81 with 0.5 (3 seeds, 2000 steps)
+    i2t_power=0.0,            # ours 0.5: a report masked at t**0.5 gave 0.53 vs 0.46 at t (prototype); fully: not run
+    t2i_power=0.0,            # ours 1.0: the image at t**0.5 gave 0.85 / 0.92 vs 0.89 / 0.92 (3 seeds, 3200 steps)
+    loss_weight="elbo",       # ours uniform: +0.04 / +0.14 over the 1/t weight (1 seed, 1000 steps)
+    abs_pos=False,            # ours on (not in the paper): +0.18 / +0.20 (3 seeds, 2000 steps)
+    codebook_embed=False,     # ours on (not in the paper): +0.10 / +0.07 on top of absolute positions (3 seeds)
+    ema=0.0,                  # ours 0.999: raw 0.81 / 0.86 vs EMA 0.79 / 0.85 (3 seeds), within noise
+    sample_steps=128,         # ours 16: 32 or 64 image steps gave report → image 0.55 / 0.58 vs 0.60 (1 seed)
+    cfg_scale=5.0,            # ours 2: 4 gave 0.57 vs 0.60, and 0 gave 0.49 (report → image, 1 seed)
+    i2t_cfg_scale=5.0,        # ours 2: 2 vs none gave 0.50 vs 0.43 (3 seeds); 5 not run
+    temperature=10.0,         # ours 1: the official r_temp; not measured
+    token_temperature=1.0,    # ours 0 (argmax): BLEU-4 0.18 vs 0.11 with sampled tokens (1 seed)
+    text_left_to_right=False,  # ours on: +0.10 to 0.14 image → report F1 over confidence order (prototype)
+)
 
 PRESETS = {
     # a first look in ~2 minutes on 2 CPU cores: a tiny model whose reports and images both beat the trivial baselines
@@ -109,27 +127,38 @@ PRESETS = {
                   ckpt_every=300, warmup=30, oracle_steps=300, compile=False),  # compiling: 4-20 s of a 2-minute run
     # the README's `python train.py`: 13.5-14.2 minutes measured on an idle 2-core CPU, whole pipeline (3 seeds)
     "default": dict(),
-    # the default model for longer: the GPU learning curve passed 0.9 both ways by 4000 steps (README)
+    # the default model for longer: the GPU learning curve passed 0.9 both ways by 4000 steps (docs/experiments.md)
     "full": dict(steps=8000, vq_steps=2000),
+    "paper": PAPER,
 }
 
 
-def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {getattr(defaults, f.name)}")
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type) if isinstance(f.type, str) else f.type
-            p.add_argument(flag, type=typ, default=None, help=f"default {getattr(defaults, f.name)!r}")
-    args = p.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    preset = given.get("preset", defaults.preset)
+def parse_args(argv=None) -> tuple[TrainConfig, SamplerConfig]:
+    """Every field of TrainConfig and SamplerConfig is a flag (--cond-frac, --cfg-scale, ...); the preset fills in the
+    fields not given, explicit flags win."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sections = {TrainConfig: p.add_argument_group("training"),
+                SamplerConfig: p.add_argument_group("sampling (medim.SamplerConfig, saved in ckpt.pt: eval.py and sample.py "
+                                                    "sample with them too)")}
+    for cls, group in sections.items():
+        defaults = cls()
+        for f in fields(cls):
+            flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+            if f.type is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
+            else:
+                group.add_argument(flag, type=f.type, default=None, help=f"default {default!r}")
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    preset = given.get("preset", TrainConfig.preset)
     if preset not in PRESETS:
         p.error(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    cfg = TrainConfig(**{**PRESETS[preset], **given})  # explicit flags win over the preset
+    chosen = {**PRESETS[preset], **given}  # explicit flags win over the preset
+    of = lambda cls: {f.name: chosen[f.name] for f in fields(cls) if f.name in chosen}
+    try:
+        sampler = SamplerConfig(**of(SamplerConfig))
+    except ValueError as e:
+        p.error(str(e))
+    cfg = TrainConfig(**of(TrainConfig))
     if cfg.loss_weight not in ("elbo", "uniform"):
         p.error(f"--loss-weight must be elbo or uniform, got {cfg.loss_weight!r}")
     if cfg.time_cond not in ("adaln", "add", "none"):
@@ -141,7 +170,7 @@ def parse_args(argv=None) -> TrainConfig:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if cfg.d_model % cfg.n_heads:
         p.error(f"--d-model ({cfg.d_model}) must be divisible by --n-heads ({cfg.n_heads})")
-    return cfg
+    return cfg, sampler
 
 
 #### Small pieces the loop needs
@@ -161,13 +190,6 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     # fused=True on the CPU too: bench/ measured the optimizer step of the default model at 23 -> 2 ms
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
-
-
-def save_atomic(obj, path: str):
-    """Write to a temp file, then rename: a crash mid-write never leaves a half checkpoint behind."""
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def pick_device(cfg: TrainConfig, local_rank: int) -> str:
@@ -192,7 +214,65 @@ class Log:
             f.write(msg + "\n")
 
 
-#### The run
+def data_options(cfg: TrainConfig) -> dict:
+    """This run's loader options (--shuffle-sentences, --data-options "key=value,...") for data.load_pairs."""
+    try:
+        return ev.loader_options(cfg.shuffle_sentences, cfg.data_options)
+    except ValueError as e:
+        raise SystemExit(f"error: --data-options: {e}")
+
+
+def load_split(cfg: TrainConfig, split: str) -> list:
+    try:
+        pairs = data.load_pairs(cfg.data, split, data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
+                                limit=(cfg.n_train or None) if split == "train" else None, **data_options(cfg))
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: could not load --data {cfg.data} (--data-dir {cfg.data_dir or '-'}): {e}")
+    if len(pairs) == 0:
+        raise SystemExit(f"error: --data {cfg.data} --data-dir {cfg.data_dir or '-'} gave no {split} pairs")
+    return pairs
+
+
+def load_evaluation_data(cfg: TrainConfig) -> tuple:
+    """(test pairs, {domain: training pairs}) for eval.evaluate, loaded once per run."""
+    return ev.evaluation_data(cfg.data, data_dir=cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
+                              options=data_options(cfg), n_eval=cfg.n_eval)
+
+
+def check_compatible(ck: dict, model: MeDiM, path: str):
+    """A checkpoint from another config must say so, not fail deep inside load_state_dict."""
+    saved = ck.get("model_config", {})
+    ours = asdict(model.cfg)
+    diff = {k: (saved.get(k), v) for k, v in ours.items() if k in saved and saved[k] != v}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"error: {path} was written with a different model config ({lines}); use the same flags or another --out")
+
+
+def swap_in_ema(model: MeDiM, ema: list):
+    with torch.no_grad():
+        for p, e in zip(model.parameters(), ema):
+            p.copy_(e)
+
+
+def periodic_eval(cfg: TrainConfig, sampler: SamplerConfig, model, ema, tok, eval_data, step, elapsed, log):
+    """A quick evaluation (no FD-oracle) on the EMA weights (restored afterwards), appended to run_dir/curve.jsonl for
+    learning curves."""
+    backup = [p.detach().clone() for p in model.parameters()]
+    if ema is not None:
+        swap_in_ema(model, ema)
+    model.eval()
+    m = ev.evaluate(model, tok, *eval_data, sampler, seed=cfg.seed, oracle_steps=cfg.oracle_steps, run_dir=cfg.out,
+                    with_fd_oracle=False)
+    model.train()
+    swap_in_ema(model, backup)
+    row = {"step": step, "minutes": round(elapsed / 60, 2), **ev.curve_row(m)}
+    with open(os.path.join(cfg.out, "curve.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    log(f"eval @ step {step}: " + " | ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)))
+
+
+#### The model
 
 def build_model(cfg: TrainConfig, vocab, log, codebook=None) -> MeDiM:
     """The diffusion model, fresh or from --init-from; with --codebook-embed (and the VQ codebook given) its image-code
@@ -232,7 +312,7 @@ def _ffn_width(d: int) -> int:
 
 def compiled(model, device, log):
     """torch.compile fuses the many small ops of a small transformer into few kernels: 1.3x per training step on the 2-core
-    CPU (0.15 s vs 0.19 s, README). It needs a C++ compiler (CPU) or Triton (CUDA); a one-line probe checks, and without
+    CPU (0.15 s vs 0.19 s, docs/experiments.md). It needs a C++ compiler (CPU) or Triton (CUDA); a one-line probe checks, and without
     one the run trains eagerly, with a note, rather than failing at step 0."""
     try:
         torch.compile(lambda x: x * 2 + 1)(torch.ones(2, device=device))
@@ -248,8 +328,10 @@ def compiled(model, device, log):
     return torch.compile(model)
 
 
+#### The run
+
 def main(argv=None):
-    cfg = parse_args(argv)
+    cfg, sampler = parse_args(argv)
     # -- distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK) -------------------------------------------------------
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, world, local_rank = 0, 1, 0
@@ -281,9 +363,8 @@ def main(argv=None):
     t_start = time.time()
 
     # -- data → tokenizers → token cache -----------------------------------------------------------------------------------
-    import tokenizer as tk
     torch.manual_seed(cfg.seed)
-    train_pairs = load_split(cfg, "train", log)
+    train_pairs = load_split(cfg, "train")
     if ddp and not master:
         dist.barrier()  # rank 0 trains the tokenizers and fills the token cache; the others then just read them
     if not tk.MedTokenizer.exists(cfg.out):
@@ -306,8 +387,8 @@ def main(argv=None):
     log(f"model: {n_params / 1e6:.2f}M parameters, {model.cfg.n_layers} layers, d={model.cfg.d_model}, "
         f"{'causal' if model.cfg.causal else 'bidirectional'}, time_cond={model.cfg.time_cond}")
     if master:
-        with open(os.path.join(cfg.out, "config.json"), "w") as f:
-            json.dump({"train": asdict(cfg), "model": asdict(model.cfg)}, f, indent=2)
+        ev.write_json(os.path.join(cfg.out, "config.json"),
+                      {"train": asdict(cfg), "sampler": asdict(sampler), "model": asdict(model.cfg)})
     optimizer = configure_optimizer(model, cfg)
     ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
     segment_ids, legal = vocab.segment_ids.to(device), vocab.legal.to(device)
@@ -338,17 +419,18 @@ def main(argv=None):
             gens = [None] * world
             dist.all_gather_object(gens, noise_gen.get_state())
         if master:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "ema": ema, "model_config": asdict(model.cfg), "train_config": asdict(cfg),
-                         "step": step, "stats": stats, "batch_gen": batch_gen.get_state(), "noise_gen": gens,
-                         "torch_rng": torch.get_rng_state(), "tokenizer_dir": os.path.abspath(cfg.out)}, ckpt_path)
+            ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema,
+                  "model_config": asdict(model.cfg), "train_config": asdict(cfg), "sampler": asdict(sampler),
+                  "step": step, "stats": stats, "batch_gen": batch_gen.get_state(), "noise_gen": gens,
+                  "torch_rng": torch.get_rng_state(), "tokenizer_dir": os.path.abspath(cfg.out)}
+            write_atomic(ckpt_path, lambda f: torch.save(ck, f))  # a crash mid-write never leaves half a checkpoint
 
     # -- the training loop -------------------------------------------------------------------------------------------------
     B = cfg.batch_size  # per process; the global batch is B × world
     tokens_per_step = B * world * vocab.seq_len
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="diffusion", disable=not master,
                dynamic_ncols=True)
-    bad_in_row, step = 0, start_step
+    bad_in_row, step, eval_data = 0, start_step, None
     try:
         for step in bar:
             t0 = time.time()
@@ -360,7 +442,6 @@ def main(argv=None):
                 loss, parts = medim.diffusion_loss(train_model, x0, segment_ids, legal, generator=noise_gen,
                                                    cond_frac=cfg.cond_frac, cond_text_share=cfg.cond_text_share,
                                                    i2t_power=cfg.i2t_power, t2i_power=cfg.t2i_power,
-                                                   i2t_suffix=cfg.i2t_suffix,
                                                    loss_weight=cfg.loss_weight)
             if not torch.isfinite(loss):
                 stats["skipped_steps"] += 1
@@ -397,7 +478,8 @@ def main(argv=None):
             if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
                 checkpoint(step + 1)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps and master:
-                periodic_eval(cfg, model, ema, tok, device, step + 1, time.time() - t_start, log)
+                eval_data = eval_data or load_evaluation_data(cfg)
+                periodic_eval(cfg, sampler, model, ema, tok, eval_data, step + 1, time.time() - t_start, log)
     except KeyboardInterrupt:
         checkpoint(step)
         log(f"interrupted: checkpoint saved at step {step} in {ckpt_path}; continue with --resume")
@@ -411,76 +493,19 @@ def main(argv=None):
 
     # -- evaluation (rank 0) -----------------------------------------------------------------------------------------------
     if master and not cfg.skip_eval:
-        import eval as ev
         if ema is not None:
             swap_in_ema(model, ema)
-        metrics = ev.evaluate(model, tok, cfg, device=device, log=log, grid_path=os.path.join(cfg.out, "samples.png"))
+        metrics = ev.evaluate(model, tok, *(eval_data or load_evaluation_data(cfg)), sampler, seed=cfg.seed,
+                              oracle_steps=cfg.oracle_steps, run_dir=cfg.out, grid_path=os.path.join(cfg.out, "samples.png"))
+        metrics["sampler"] = asdict(sampler)
         metrics["train"] = {"steps": cfg.steps, "seconds": round(stats["train_seconds"], 1),
                             "tokens_per_s": round(stats["tokens_per_s"]), "skipped_steps": stats["skipped_steps"],
                             "total_seconds": round(time.time() - t_start, 1)}
-        with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+        ev.write_json(os.path.join(cfg.out, "metrics.json"), metrics)
         log(ev.format_table(metrics))
         log(f"wrote {os.path.join(cfg.out, 'metrics.json')} and samples.png | whole run {(time.time() - t_start) / 60:.1f} min")
     if ddp:
         dist.destroy_process_group()
-
-
-def load_split(cfg: TrainConfig, split: str, log):
-    import data
-    try:
-        pairs = data.load_pairs(cfg.data, split, data_dir=cfg.data_dir or None, image_size=cfg.image_size, seed=cfg.seed,
-                                limit=(cfg.n_train or None) if split == "train" else None, **data_options(cfg))
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: could not load --data {cfg.data} (--data-dir {cfg.data_dir or '-'}): {e}")
-    if len(pairs) == 0:
-        raise SystemExit(f"error: --data {cfg.data} --data-dir {cfg.data_dir or '-'} gave no {split} pairs")
-    return pairs
-
-
-def data_options(cfg) -> dict:
-    """--data-options "key=value,..." as keyword arguments for data.load_pairs (numbers and booleans parsed)."""
-    opts = {"shuffle_sentences": True} if cfg.shuffle_sentences else {}
-    for item in filter(None, (getattr(cfg, "data_options", "") or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --data-options expects key=value pairs separated by commas, got {item!r}")
-        low = value.lower()
-        opts[key.strip()] = True if low == "true" else False if low == "false" else \
-            int(value) if value.isdigit() else value.strip()
-    return opts
-
-
-def check_compatible(ck: dict, model: MeDiM, path: str):
-    """A checkpoint from another config must say so, not fail deep inside load_state_dict."""
-    saved = ck.get("model_config", {})
-    ours = asdict(model.cfg)
-    diff = {k: (saved.get(k), v) for k, v in ours.items() if k in saved and saved[k] != v}
-    if diff:
-        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise SystemExit(f"error: {path} was written with a different model config ({lines}); use the same flags or another --out")
-
-
-def swap_in_ema(model: MeDiM, ema: list):
-    with torch.no_grad():
-        for p, e in zip(model.parameters(), ema):
-            p.copy_(e)
-
-
-def periodic_eval(cfg, model, ema, tok, device, step, elapsed, log):
-    """A quick evaluation on the EMA weights (restored afterwards), appended to run_dir/curve.jsonl for learning curves."""
-    import eval as ev
-    backup = [p.detach().clone() for p in model.parameters()]
-    if ema is not None:
-        swap_in_ema(model, ema)
-    model.eval()
-    m = ev.evaluate(model, tok, cfg, device=device, log=log, grid_path=None, quick=True)
-    model.train()
-    swap_in_ema(model, backup)
-    row = {"step": step, "minutes": round(elapsed / 60, 2), **ev.curve_row(m)}
-    with open(os.path.join(cfg.out, "curve.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-    log(f"eval @ step {step}: " + " | ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)))
 
 
 if __name__ == "__main__":

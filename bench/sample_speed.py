@@ -1,7 +1,7 @@
 """Does medim.sample cost more than its forwards? Sampling time over (number of forwards x one batched forward).
 
     python bench/sample_speed.py                     # t2i and i2t, CFG off and on, d=512 8 layers, B=8, 16 steps
-    python bench/sample_speed.py --cfg 0 --batch 32  # one CFG setting, a bigger batch
+    python bench/sample_speed.py --cfg-scale 0 --batch 32  # one guidance scale, a bigger batch
 
 MaskGIT sampling (medim.sample) runs one denoiser forward per step, on 2B rows when classifier-free guidance is on (the
 conditional and unconditional rows in ONE batch, DiT forward_with_cfg). Everything else it does per step (SUBS log-probs
@@ -11,7 +11,7 @@ untimed first call; the target is a ratio <= 1.1, i.e. under 10% hidden overhead
 
 The sequence layout is bench/train_speed.Layout (64 image slots, 48 text slots, 3 fixed tokens by default), the model
 a fresh random MeDiM (speed does not depend on the weights): t2i masks every image slot, i2t every text slot, and the
-sampler is called as sample.py calls it (text_left_to_right=True, temperature 1).
+sampler reveals text left to right, in --steps steps like the image, drawing tokens at temperature 1.
 """
 import os
 if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--text-tokens", type=int, default=48)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--cfg", default="0,2", help="comma-separated CFG scales to time (0 = off: B rows, else 2B rows)")
+    p.add_argument("--cfg-scale", default="0,2", help="comma-separated guidance scales to time (0 = off: B rows, else 2B)")
     p.add_argument("--tasks", default="t2i,i2t")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--device", default="cpu")
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.d_ff = args.d_ff or 64 * math.ceil(8 * args.d_model / 3 / 64)
-    args.cfg = [float(c) for c in args.cfg.split(",")]
+    args.cfg_scale = [float(c) for c in args.cfg_scale.split(",")]
     args.tasks = args.tasks.split(",")
     if set(args.tasks) - {"t2i", "i2t"}:
         p.error(f"--tasks: choose from t2i, i2t (got {args.tasks})")
@@ -86,9 +86,10 @@ def time_setting(model, layout, task, cfg_scale, args, autocast):
 
     def run_sample():
         with autocast:
-            return medim.sample(counting, x, seg, legal, steps=args.steps, cfg_scale=cfg_scale, temperature=1.0,
-                                generator=torch.Generator(device=args.device).manual_seed(args.seed),
-                                text_left_to_right=True)
+            sampler = medim.SamplerConfig(sample_steps=args.steps, text_steps=args.steps, cfg_scale=cfg_scale,
+                                          i2t_cfg_scale=cfg_scale, temperature=1.0, token_temperature=1.0)
+            return medim.sample(counting, x, seg, legal, sampler,
+                                generator=torch.Generator(device=args.device).manual_seed(args.seed))
 
     rows = torch.cat([x, x]) if cfg_scale else x  # (B or 2B, T): what one guided forward sees
     t = torch.full((rows.shape[0],), 0.5, device=args.device)
@@ -133,7 +134,7 @@ def main(argv=None):
           f"{'ratio':>6} {'samples/s':>10}")
     results = {"threads": threads, "load": load_before, "settings": []}
     for task in args.tasks:
-        for cfg_scale in args.cfg:
+        for cfg_scale in args.cfg_scale:
             t_sample, n_fwd, t_fwd = time_setting(model, layout, task, cfg_scale, args, autocast)
             ratio = t_sample / (n_fwd * t_fwd)
             rows = args.batch * (2 if cfg_scale else 1)

@@ -53,7 +53,7 @@ def test_layout_batches_are_legal_training_data():
 
 def test_sample_speed_counts_one_forward_per_step_with_and_without_cfg():
     out = sample_speed.main(TINY + ["--image-tokens", "6", "--text-tokens", "5", "--batch", "2", "--steps", "3",
-                                    "--cfg", "0,1.5", "--repeats", "1"])
+                                    "--cfg-scale", "0,1.5", "--repeats", "1"])
     assert [(s["task"], s["cfg"], s["rows"]) for s in out["settings"]] == [
         ("t2i", 0.0, 2), ("t2i", 1.5, 4), ("i2t", 0.0, 2), ("i2t", 1.5, 4)]
     for s in out["settings"]:

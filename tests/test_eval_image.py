@@ -1,8 +1,8 @@
-"""Tests for eval.py's image metrics: Fréchet distance, the FID Inception-v3, the oracle classifier, label metrics.
+"""Tests for eval_image.py (Fréchet distance, the FID Inception-v3, the oracle classifier) and eval.py's label metrics.
 
-Oracles: closed-form Gaussian cases and golden numbers from pytorch-fid's formula (metrics-spec §9.3), the FID weight file's
-key names and shapes written out here from the architecture spec (metrics-spec §6.2/§6.3, pytorch-fid inception.py /
-torchvision Inception3), hand-computed confusion counts. No weight file is needed (none can be downloaded here).
+Oracles: closed-form Gaussian cases and golden numbers from pytorch-fid's formula (docs/metrics.md "Golden numbers"), the
+FID weight file's key names and shapes written out here from the architecture (docs/metrics.md "The FID Inception
+network", "Inception weights"; pytorch-fid inception.py / torchvision Inception3), hand-computed confusion counts. No weight file is needed (none can be downloaded here).
 """
 import os
 import time
@@ -12,14 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import eval as E
+import eval as ev
+import eval_image as E
 from data.synthetic import CXR_FINDINGS, SyntheticDataset
 
 
 #### Fréchet distance
 
 def golden_features():
-    # metrics-spec §9.3: one rng feeds both the full-rank and the rank-deficient case, in this order
+    # docs/metrics.md "Golden numbers": one rng feeds both the full-rank and the rank-deficient case, in this order
     rng = np.random.default_rng(0)
     a = rng.standard_normal((500, 16))
     b = rng.standard_normal((500, 16)) * np.linspace(0.5, 1.5, 16) + 0.5
@@ -84,7 +85,7 @@ def test_frechet_input_errors_are_clear():
 
 def expected_fid_state_dict_shapes():
     """The 472 tensors of pt_inception-2015-12-05-6726825d.pth: torchvision Inception3 names (num_classes 1008,
-    no AuxLogits) with pytorch-fid's blocks. Written from metrics-spec §6.2/§6.3, not from eval.py."""
+    no AuxLogits) with pytorch-fid's blocks. Written from the architecture, not from eval_image.py."""
     convs = [("Conv2d_1a_3x3", 3, 32, 3, 3), ("Conv2d_2a_3x3", 32, 32, 3, 3), ("Conv2d_2b_3x3", 32, 64, 3, 3),
              ("Conv2d_3b_1x1", 64, 80, 1, 1), ("Conv2d_4a_3x3", 80, 192, 3, 3)]
 
@@ -224,7 +225,7 @@ PRED = np.array([[1, 1, 0], [0, 1, 0], [0, 1, 0], [1, 0, 0]])
 
 
 def test_label_metrics_hand_computed_example():
-    m = E.label_metrics(PRED, TRUE, NAMES)
+    m = ev.label_metrics(PRED, TRUE, NAMES)
     # a: tp 1 fp 1 fn 1 tn 1 -> P 1/2, R 1/2, F1 1/2, acc 2/4
     assert m["per_finding"]["a"] == pytest.approx({"f1": 0.5, "precision": 0.5, "recall": 0.5, "acc": 0.5, "support": 2})
     # b: tp 2 fp 1 fn 0 tn 1 -> P 2/3, R 1, F1 4/5, acc 3/4
@@ -235,13 +236,13 @@ def test_label_metrics_hand_computed_example():
     assert m["f1_macro"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert m["exact_match"] == pytest.approx(1 / 4)  # only row 3
     with pytest.raises(ValueError, match="pred"):
-        E.label_metrics(PRED * 2, TRUE, NAMES)
+        ev.label_metrics(PRED * 2, TRUE, NAMES)
     with pytest.raises(ValueError):
-        E.label_metrics(PRED, TRUE, NAMES[:2])
+        ev.label_metrics(PRED, TRUE, NAMES[:2])
 
 
 def test_trivial_baselines_hand_computed():
-    base = E.trivial_baselines(TRUE, train_prior=[0.75, 0.25, 0.0], names=NAMES)
+    base = ev.trivial_baselines(TRUE, train_prior=[0.75, 0.25, 0.0], names=NAMES)
     assert base["all_negative"]["acc"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert base["all_negative"]["f1_macro"] == 0.0
     # majority under the prior: predict a=1, b=0, c=0 -> a: tp 2 fp 2 -> F1 2/3
@@ -254,7 +255,7 @@ def test_trivial_baselines_hand_computed():
     assert base["prior_sampling"]["exact_match"] == pytest.approx((0.5625 + 0.1875 + 0.0625 + 0.1875) / 4)
     # the Monte-Carlo mean of prior sampling agrees with the expected counts
     rng = np.random.default_rng(0)
-    draws = [E.label_metrics(rng.random((4000, 3)) < [0.75, 0.25, 0.0], np.tile(TRUE, (1000, 1)), NAMES)["acc"]
+    draws = [ev.label_metrics(rng.random((4000, 3)) < [0.75, 0.25, 0.0], np.tile(TRUE, (1000, 1)), NAMES)["acc"]
              for _ in range(5)]
     assert np.mean(draws) == pytest.approx(base["prior_sampling"]["acc"], abs=0.01)
 
@@ -283,12 +284,12 @@ def cxr_test_set():
 def test_oracle_beats_95_percent_per_finding_on_heldout_toy_cxr(cxr_oracle, cxr_test_set):
     oracle, _, cpu_seconds = cxr_oracle
     images, true = cxr_test_set
-    m = E.label_metrics(oracle.predict(images), true, CXR_FINDINGS)
+    m = ev.label_metrics(oracle.predict(images), true, CXR_FINDINGS)
     assert min(f["acc"] for f in m["per_finding"].values()) >= 0.95, m["per_finding"]
     assert min(oracle.heldout_acc.values()) >= 0.95, oracle.heldout_acc
     assert cpu_seconds < 30, cpu_seconds
     # it beats every trivial baseline by a wide margin (the oracle is only useful if it actually reads the image)
-    base = E.trivial_baselines(true, names=CXR_FINDINGS)
+    base = ev.trivial_baselines(true, names=CXR_FINDINGS)
     assert m["f1_macro"] > 0.9 > max(b["f1_macro"] for b in base.values())
 
 

@@ -1,5 +1,5 @@
-"""Text metrics in eval.py against the reference tools they re-implement (test-only oracles: NLTK 3.9.1,
-pycocoevalcap 1.2, rouge 1.0.1) and against the golden numbers of shared/metrics-spec.md §9.
+"""Text metrics in eval_text.py against the reference tools they re-implement (test-only oracles: NLTK 3.9.1,
+pycocoevalcap 1.2, rouge 1.0.1) and against the golden numbers of docs/metrics.md "Golden numbers".
 
 Random cases use a ~30-word vocabulary with inflected forms so that n-grams repeat and Porter stems collide.
 The WordNet stage is checked on tests/fixtures/wordnet/, an excerpt of WordNet 3.0 in the real file format that
@@ -28,7 +28,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from rouge import Rouge as PltrdyRouge
 
-import eval as E
+import eval_text as E
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 WORDNET_DIR = os.path.join(FIXTURES, "wordnet")
@@ -42,7 +42,7 @@ VOCAB = ("the heart size is are normal Normal lungs lung clear clearly no effusi
          "enlargement mild mildly . , of there opacity opacities stable acute chest thorax big large").split()
 WEIGHTS = [(1.0,), (0.5, 0.5), (1 / 3,) * 3, (0.25,) * 4, (0.1, 0.3, 0.5, 0.1)]
 
-# shared/metrics-spec.md §9.1
+# docs/metrics.md "Golden numbers": the inputs
 P1 = ("The heart size is normal. The lungs are clear.",
       "Heart size is normal. Lungs are clear without focal consolidation.")
 P2 = ("There is mild enlargement of the cardiac silhouette. No pleural effusions.",
@@ -278,7 +278,7 @@ def test_meteor_with_wordnet_equals_nltk_on_the_fixture(nltk_fixture_wordnet):
         assert close(E.meteor_score(refs, hyp, ours), theirs), (refs, hyp)
         differs_from_stem_only += E.meteor_score(refs, hyp) != theirs
     assert differs_from_stem_only > 10  # the synonym stage really matched something (18 of these 400)
-    # the fixture holds every lookup these pairs make, so the golden full-WordNet values come out (metrics-spec §9.2)
+    # the fixture holds every lookup these pairs make, so the golden full-WordNet values come out (docs/metrics.md)
     wn = [E.single_meteor_score(E.medim_tokens(r), E.medim_tokens(h), ours) for h, r in PAIRS]
     assert np.allclose(wn, [0.742297, 0.682935, 0.841270], atol=5e-7)  # chest ~ thorax lifts pair 3
     assert math.isclose(E.single_meteor_score(["heart", "is", "large"], ["heart", "is", "big"], ours), 0.625)

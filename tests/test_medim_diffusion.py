@@ -65,23 +65,34 @@ def test_token_mask_probs_per_task_and_power():
     assert (p[:, seg[0] == 0] == 0).all()
 
 
-def test_subs_never_gives_mass_to_mask_and_copies_unmasked_tokens():
+def reference_subs(logits, xt, legal_pos, mask_id):
+    """MDLM's SUBS over the whole vocabulary (diffusion.py _subs_parameterization) with MeDiM's per-segment vocabulary,
+    written out independently: illegal ids and [MASK] at -inf, log-softmax, and an unmasked position copies its token
+    (log p = 0 there, -inf elsewhere). logits (B, T, V), xt (B, T), legal_pos (T, V). Returns (B, T, V)."""
+    logits = logits.float().masked_fill(~legal_pos, -math.inf)
+    logits[..., mask_id] = -math.inf
+    logp = logits.log_softmax(-1)
+    copy = torch.full_like(logp, -math.inf).scatter_(-1, xt[..., None], 0.0)
+    return torch.where((xt != mask_id)[..., None], copy, logp)
+
+
+def test_subs_at_masked_slots_is_the_full_subs_on_the_legal_ids_and_never_mask():
     lay = ToyLayout()
     g = torch.Generator().manual_seed(0)
     x0 = lay.random_batch(3, g)
-    xt = torch.where(torch.rand(x0.shape, generator=g) < 0.5, lay.mask_id, x0)
-    xt[:, :2] = x0[:, :2]
+    xt = torch.where((torch.rand(x0.shape, generator=g) < 0.5) & (lay.segment_ids > 0), lay.mask_id, x0)
     logits = 3 * torch.randn(3, lay.T, lay.V, generator=g)
-    logp = medim.subs_logprobs(logits, xt, lay.legal[lay.segment_ids], lay.mask_id)
-    assert (logp[..., lay.mask_id] == -math.inf).all()
     masked = xt == lay.mask_id
-    kept = logp[~masked]                                                  # (K, V)
-    assert (kept.gather(-1, xt[~masked][:, None]) == 0).all()             # log p = 0 at the kept token...
-    assert torch.isinf(kept).sum() == kept.numel() - kept.shape[0]        # ...and -inf everywhere else
-    probs = logp[masked].exp()
-    assert torch.allclose(probs.sum(-1), torch.ones(len(probs)))
-    illegal = ~lay.legal[lay.segment_ids].expand(3, -1, -1)[masked]
-    assert (probs[illegal] == 0).all()                                    # image slots never produce text, etc.
+    vocab = medim.segment_vocab(lay.legal, lay.mask_id)
+    rows = medim.segment_rows(lay.segment_ids.expand_as(xt)[masked])
+    got = medim.subs_logprobs(logits[masked], rows, vocab)
+    ref = reference_subs(logits, xt, lay.legal[lay.segment_ids], lay.mask_id)[masked]      # (M, V)
+    for s in (medim.IMAGE, medim.TEXT):
+        assert lay.mask_id not in vocab[s].tolist() and lay.legal[s, vocab[s]].all()        # legal ids only, no [MASK]
+        assert len(vocab[s]) == int(lay.legal[s].sum())                                     # ...and all of them
+        assert torch.allclose(got[s], ref[rows[s]][:, vocab[s]], atol=1e-6)
+        assert torch.allclose(got[s].exp().sum(-1), torch.ones(len(rows[s])))             # all the mass is there
+    assert sum(len(r) for r in rows.values()) == int(masked.sum())
 
 
 def hand_loss(logits, x0, xt, t, lay, weight="elbo"):
@@ -123,8 +134,9 @@ def test_loss_equals_hand_computed_example(weight):
         assert math.isclose(recombined.item(), loss.item(), rel_tol=1e-5)
 
 
-def test_loss_is_subs_cross_entropy_at_the_masked_tokens():
-    """The loss's per-segment shortcut (softmax over the legal ids) equals -log of subs_logprobs at x0."""
+def test_loss_is_the_full_subs_nelbo_and_unmasked_tokens_carry_over():
+    """The loss, computed on the legal columns of the masked slots only, equals the full-vocabulary SUBS NELBO, where an
+    unmasked token is copied (log p = 0) and so costs nothing."""
     lay = ToyLayout(N=20, L=20)
     g = torch.Generator().manual_seed(0)
     x0 = lay.random_batch(6, g)
@@ -134,7 +146,7 @@ def test_loss_is_subs_cross_entropy_at_the_masked_tokens():
     loss, _ = medim.diffusion_loss(model, x0, lay.segment_ids, lay.legal, generator=g, cond_frac=0.0, t=t)
     xt = model.seen[0][0]
     masked = xt == lay.mask_id
-    logp = medim.subs_logprobs(logits, xt, lay.legal[lay.segment_ids], lay.mask_id)
+    logp = reference_subs(logits, xt, lay.legal[lay.segment_ids], lay.mask_id)
     nll = -logp.gather(-1, x0[..., None]).squeeze(-1)                        # (B, T), 0 at unmasked tokens
     assert (nll[~masked] == 0).all() and masked.any()
     want = (nll / ((1 - EPS) * t[:, None])).sum() / (6 * (lay.N + lay.L))    # CE / p_mask per diffused token
@@ -180,34 +192,6 @@ def test_target_power_masks_the_target_at_t_to_the_power():
     assert not masked[:, lay.segment_ids == medim.IMAGE].any()       # the image is the clean condition
     frac = masked[:, lay.segment_ids == medim.TEXT].float().mean().item()
     assert abs(frac - 0.5) < 4 * math.sqrt(0.25 / (B * 400))         # 0.25 ** 0.5
-
-
-def test_i2t_suffix_masks_the_last_t_fraction_of_the_report_and_keeps_the_image_clean():
-    lay = ToyLayout(N=8, L=20)
-    B = 6
-    x0 = lay.random_batch(B, torch.Generator().manual_seed(0))
-    model = FixedLogits(torch.zeros(B, lay.T, lay.V), lay.config())
-    t = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.9, 1.0])
-    medim.diffusion_loss(model, x0, lay.segment_ids, lay.legal, generator=torch.Generator().manual_seed(1),
-                         cond_frac=1.0, cond_text_share=0.0, i2t_suffix=1.0, t=t)
-    masked = model.seen[0][0] == lay.mask_id
-    assert not masked[:, lay.segment_ids != medim.TEXT].any()        # image and tags are the clean condition
-    txt = masked[:, lay.segment_ids == medim.TEXT]                    # (B, L)
-    for row, tt in zip(txt, t.tolist()):
-        n = int(row.sum())
-        assert n == sum(j / 20 >= 1 - tt for j in range(20))          # the last t-fraction of the slots ...
-        assert row[20 - n:].all() and not row[:20 - n].any()          # ... as one suffix
-
-
-def test_i2t_suffix_zero_leaves_the_random_stream_unchanged():
-    lay = ToyLayout(N=8, L=20)
-    x0 = lay.random_batch(4, torch.Generator().manual_seed(0))
-    seen = []
-    for kw in ({}, {"i2t_suffix": 0.0}):
-        model = FixedLogits(torch.zeros(4, lay.T, lay.V), lay.config())
-        medim.diffusion_loss(model, x0, lay.segment_ids, lay.legal, generator=torch.Generator().manual_seed(3), **kw)
-        seen.append(model.seen[0][0])
-    assert torch.equal(seen[0], seen[1])
 
 
 def test_loss_is_reproducible_from_the_generator_and_rejects_illegal_tokens():

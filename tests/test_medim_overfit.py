@@ -44,13 +44,14 @@ def test_tiny_model_overfits_8_pairs_and_the_sampler_reproduces_them():
         # from nothing, a model can at best pick one of the 8 pairs: the ELBO floor is log(8) per sequence
         assert mean_loss(cond_frac=0.0) < 4 * math.log(8) / (lay.N + lay.L)
 
+    unguided = lambda **kw: medim.SamplerConfig(cfg_scale=0.0, i2t_cfg_scale=0.0, token_temperature=0.0, **kw)
     for ltr in (False, True):
         x = torch.where(text, lay.mask_id, pairs)                                      # image -> report
-        out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=lay.L, text_left_to_right=ltr,
-                           token_temperature=0.0, generator=torch.Generator().manual_seed(1))
+        out = medim.sample(model, x, lay.segment_ids, lay.legal, unguided(sample_steps=lay.L, text_left_to_right=ltr),
+                           generator=torch.Generator().manual_seed(1))
         assert torch.equal(out[:, text], pairs[:, text])
     x = torch.where(image, lay.mask_id, pairs)                                         # report -> image
-    out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, token_temperature=0.0,
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, unguided(sample_steps=4),
                        generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, pairs)
     assert time.time() - start < 60

@@ -1,5 +1,5 @@
-"""medim.sample: the arccos reveal schedule, conditioning, CFG in one batched forward, legal filling, seeds,
-left-to-right text."""
+"""medim.sample: the arccos reveal schedule, conditioning, CFG in one batched forward with a scale per modality,
+legal filling, seeds, left-to-right text."""
 import math
 
 import numpy as np
@@ -29,6 +29,12 @@ def random_model(lay, seed=0, **kw):
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return model
+
+
+def settings(**kw):
+    """Unguided, sampled tokens, confidence order: the plainest sampler, plus what a test changes."""
+    return medim.SamplerConfig(**{"cfg_scale": 0.0, "i2t_cfg_scale": 0.0, "token_temperature": 1.0,
+                                  "text_left_to_right": False, **kw})
 
 
 def masked_copy(x, lay, image=False, text=False, text_from=0):
@@ -61,7 +67,7 @@ def test_number_unmasked_per_step_follows_the_schedule_and_time_is_the_masked_fr
     lay = ToyLayout(N=36, L=6)
     model = Recorder(random_model(lay))
     x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, image=True)  # report -> image
-    out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=8, generator=torch.Generator().manual_seed(1))
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=8), generator=torch.Generator().manual_seed(1))
     still_masked = [int((xs[0] == lay.mask_id).sum()) for xs, _ in model.calls] + [int((out[0] == lay.mask_id).sum())]
     revealed = -np.diff(still_masked)
     np.testing.assert_array_equal(revealed, expected_counts(36, 8))
@@ -78,8 +84,9 @@ def test_conditioning_never_changes_and_everything_is_filled_with_legal_ids():
                    masked_copy(x0[2:3], lay, image=True, text=True),  # joint pair from the domain tag
                    masked_copy(x0[3:], lay, image=True, text=True, text_from=2)])  # joint pair from a prompt
     for ltr in (False, True):
-        out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=5, cfg_scale=2.0,
-                           generator=torch.Generator().manual_seed(1), text_left_to_right=ltr)
+        out = medim.sample(model, x, lay.segment_ids, lay.legal,
+                           settings(sample_steps=5, cfg_scale=2.0, i2t_cfg_scale=2.0, text_left_to_right=ltr),
+                           generator=torch.Generator().manual_seed(1))
         todo = x == lay.mask_id
         assert torch.equal(out[~todo], x[~todo])
         assert not (out == lay.mask_id).any()
@@ -90,8 +97,10 @@ def test_fully_masked_input_comes_out_fully_filled():
     lay = ToyLayout(N=9, L=7)
     model = random_model(lay)
     x = masked_copy(lay.random_batch(3, torch.Generator().manual_seed(0)), lay, image=True, text=True)
-    out = medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, image_steps=3, text_steps=7,
+    model = Recorder(model)
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=3, text_steps=7),
                        generator=torch.Generator().manual_seed(0))
+    assert len(model.calls) == 7                                       # the text's 7 steps; the image was done after 3
     assert not (out == lay.mask_id).any()
     assert lay.legal[lay.segment_ids.expand_as(out), out].all()
     assert torch.equal(out[:, :2], x[:, :2])
@@ -101,7 +110,7 @@ def test_seeds_reproduce_and_different_seeds_differ():
     lay = ToyLayout(N=12, L=8)
     model = random_model(lay)
     x = masked_copy(lay.random_batch(4, torch.Generator().manual_seed(0)), lay, image=True, text=True)
-    run = lambda seed: medim.sample(model, x, lay.segment_ids, lay.legal, steps=4,
+    run = lambda seed: medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=4),
                                     generator=torch.Generator().manual_seed(seed))
     assert torch.equal(run(3), run(3))
     assert not torch.equal(run(3), run(4))
@@ -111,8 +120,9 @@ def test_no_noise_and_argmax_tokens_are_deterministic_without_a_seed():
     lay = ToyLayout(N=12, L=8)
     model = random_model(lay)
     x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)
-    run = lambda seed: medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, temperature=0.0,
-                                    token_temperature=0.0, generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: medim.sample(model, x, lay.segment_ids, lay.legal,
+                                    settings(sample_steps=4, temperature=0.0, token_temperature=0.0),
+                                    generator=torch.Generator().manual_seed(seed))
     assert torch.equal(run(1), run(2))
 
 
@@ -122,22 +132,23 @@ def test_cfg_scale_zero_equals_plain_sampling():
     lay = ToyLayout(N=12, L=8)
     model = random_model(lay)
     x = masked_copy(lay.random_batch(4, torch.Generator().manual_seed(0)), lay, text=True)
-    run = lambda scale: medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, cfg_scale=scale,
-                                     cfg_schedule="constant", generator=torch.Generator().manual_seed(7))
+    run = lambda scale: medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=4, i2t_cfg_scale=scale),
+                                     generator=torch.Generator().manual_seed(7))
     plain = run(0.0)
     assert torch.equal(run(1e-9), plain)
     assert not torch.equal(run(5.0), plain)  # ...and real guidance does change the samples
     t = torch.rand(4)
     x_u = torch.where(x == lay.mask_id, x, lay.mask_id)
     with torch.no_grad():
-        assert torch.allclose(medim.guided_logits(model, x, t, x_u, t, torch.zeros(4)), model(x, t), atol=1e-5)
+        assert torch.allclose(medim.guided_logits(model, x, t, x_u, t, torch.zeros(4, lay.T)), model(x, t), atol=1e-5)
 
 
 def test_cfg_runs_one_batched_forward_per_step_with_the_condition_masked_in_the_uncond_rows():
     lay = ToyLayout(N=12, L=8)
     model = Recorder(random_model(lay))
     x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)  # image -> report
-    medim.sample(model, x, lay.segment_ids, lay.legal, steps=4, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=4, i2t_cfg_scale=3.0),
+                 generator=torch.Generator().manual_seed(0))
     assert len(model.calls) == 4
     image = lay.segment_ids == medim.IMAGE
     for xs, t in model.calls:
@@ -148,11 +159,30 @@ def test_cfg_runs_one_batched_forward_per_step_with_the_condition_masked_in_the_
         assert (t[2:] > t[:2]).all()                                    # each branch's own masked fraction
 
 
+def test_each_modality_is_guided_by_its_own_scale_and_an_unguided_one_runs_no_extra_rows():
+    """cfg_scale guides the image slots (report -> image), i2t_cfg_scale the text slots (image -> report)."""
+    lay = ToyLayout(N=12, L=8)
+    model = Recorder(random_model(lay))
+    x0 = lay.random_batch(3, torch.Generator().manual_seed(0))
+    for target, own, other in (("image", "cfg_scale", "i2t_cfg_scale"), ("text", "i2t_cfg_scale", "cfg_scale")):
+        x = masked_copy(x0, lay, **{target: True})
+        def run(**scales):
+            model.calls.clear()
+            out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=4, **scales),
+                               generator=torch.Generator().manual_seed(5))
+            return out, {xs.shape[0] for xs, _ in model.calls}
+        plain, rows = run()
+        assert rows == {3}                                                   # no unconditional rows without guidance
+        assert torch.equal(run(**{other: 4.0})[0], plain) and run(**{other: 4.0})[1] == {3}   # the other scale: no effect
+        guided, rows = run(**{own: 4.0})
+        assert rows == {6} and not torch.equal(guided, plain)
+
+
 def test_text_left_to_right_reveals_text_slots_in_position_order():
     lay = ToyLayout(N=12, L=8)
     model = Recorder(random_model(lay))
     x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)
-    out = medim.sample(model, x, lay.segment_ids, lay.legal, text_steps=lay.L, text_left_to_right=True,
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(text_left_to_right=True),  # text_steps 0: one per slot
                        generator=torch.Generator().manual_seed(0))
     states = [xs for xs, _ in model.calls] + [out]
     text = lay.segment_ids == medim.TEXT
@@ -189,10 +219,23 @@ def test_guided_logits_at_selected_positions_equal_the_full_ones():
     model = random_model(lay)
     x = masked_copy(lay.random_batch(3, torch.Generator().manual_seed(0)), lay, text=True)
     x_u = torch.where(lay.segment_ids == medim.IMAGE, lay.mask_id, x)
-    t, t_u, w = torch.rand(3), torch.rand(3), torch.tensor([0.0, 1.0, 3.0])
+    t, t_u, w = torch.rand(3), torch.rand(3), torch.tensor([0.0, 1.0, 3.0])[:, None] * torch.rand(lay.T)  # (B, T)
     at = x == lay.mask_id
     with torch.no_grad():
         full = medim.guided_logits(model, x, t, x_u, t_u, w)
         assert torch.allclose(medim.guided_logits(model, x, t, x_u, t_u, w, logits_at=at), full[at], atol=1e-5)
         c, u = model(x, t), model(x_u, t_u)
-        assert torch.allclose(full, (1 + w[:, None, None]) * c - w[:, None, None] * u, atol=1e-4)
+        assert torch.allclose(full, (1 + w[..., None]) * c - w[..., None] * u, atol=1e-4)
+
+
+def test_sampler_settings_refuse_impossible_values_and_read_old_checkpoint_dicts():
+    with pytest.raises(ValueError, match="sample_steps"):
+        medim.SamplerConfig(sample_steps=0)
+    with pytest.raises(ValueError, match="temperature"):
+        medim.SamplerConfig(token_temperature=-1.0)
+    old_train_config = {"sample_steps": 8, "cfg_scale": 1.5, "i2t_cfg_scale": 0.5, "temperature": 0.5, "steps": 4400,
+                        "token_temperature": 1.0, "text_left_to_right": False, "text_steps": 3, "lr": 2e-3}
+    got = medim.SamplerConfig.from_dict(old_train_config)
+    assert (got.sample_steps, got.cfg_scale, got.i2t_cfg_scale, got.temperature, got.token_temperature,
+            got.text_left_to_right, got.text_steps) == (8, 1.5, 0.5, 0.5, 1.0, False, 3)
+    assert medim.SamplerConfig.from_dict({}) == medim.SamplerConfig()

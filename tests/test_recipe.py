@@ -1,18 +1,62 @@
-"""The recipe flags of train.py do what they say: presets, explicit flags over presets, sentence order, loader options."""
+"""The recipe flags of train.py do what they say: presets (the paper's among them), explicit flags over presets, the
+sampler's flags, sentence order, loader options."""
+import contextlib
+import inspect
+import io
+from dataclasses import asdict
+
 import pytest
 
 import data
+import medim
 import train
 
 
+def parse(argv):
+    return train.parse_args(argv)[0]
+
+
 def test_preset_fills_the_fields_you_did_not_set_and_explicit_flags_win():
-    smoke = train.parse_args(["--preset", "smoke"])
+    smoke = parse(["--preset", "smoke"])
     for key, value in train.PRESETS["smoke"].items():
         assert getattr(smoke, key) == value, key
-    mixed = train.parse_args(["--preset", "smoke", "--steps", "7", "--d-model", "96", "--n-heads", "4"])
+    mixed = parse(["--preset", "smoke", "--steps", "7", "--d-model", "96", "--n-heads", "4"])
     assert (mixed.steps, mixed.d_model, mixed.n_layers) == (7, 96, train.PRESETS["smoke"]["n_layers"])
-    assert train.parse_args([]).steps == train.TrainConfig().steps  # the default preset changes nothing
-    assert train.parse_args([]).compile and not smoke.compile            # compiled by default; the 2-minute look is not
+    assert parse([]).steps == train.TrainConfig().steps  # the default preset changes nothing
+    assert parse([]).compile and not smoke.compile            # compiled by default; the 2-minute look is not
+
+
+def test_paper_preset_sets_the_papers_recipe_and_medims_loss_defaults_are_that_recipe():
+    cfg, sampler = train.parse_args(["--preset", "paper", "--cfg-scale", "3"])
+    chosen = {**asdict(cfg), **asdict(sampler)}
+    for key, value in train.PAPER.items():
+        if key != "cfg_scale":
+            assert chosen[key] == value, key
+    assert sampler.cfg_scale == 3.0                                          # an explicit flag still wins
+    ours = {**asdict(train.TrainConfig()), **asdict(medim.SamplerConfig())}
+    assert all(ours[key] != value for key, value in train.PAPER.items())     # PAPER lists deviations only
+    loss_defaults = {k: p.default for k, p in inspect.signature(medim.diffusion_loss).parameters.items()
+                     if k in train.PAPER}
+    assert loss_defaults == {k: train.PAPER[k] for k in loss_defaults} and len(loss_defaults) == 5
+
+
+def test_sampler_flags_fill_the_sampler_settings_and_bad_ones_are_refused(capsys):
+    cfg, sampler = train.parse_args(["--cfg-scale", "1.5", "--i2t-cfg-scale", "0", "--no-text-left-to-right",
+                                     "--sample-steps", "8"])
+    assert (sampler.cfg_scale, sampler.i2t_cfg_scale, sampler.text_left_to_right, sampler.sample_steps) == \
+        (1.5, 0.0, False, 8)
+    assert train.parse_args([])[1] == medim.SamplerConfig()                  # defaults live in the dataclass only
+    with pytest.raises(SystemExit):
+        train.parse_args(["--sample-steps", "0"])
+    assert "sample_steps" in capsys.readouterr().err
+
+
+def test_help_shows_each_default_once():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(out.getvalue().split())
+    assert "default 'synthetic'" in text and "default 2.0" in text and "(default:" not in text
 
 
 def test_unknown_preset_and_bad_values_are_refused(capsys):
@@ -23,8 +67,8 @@ def test_unknown_preset_and_bad_values_are_refused(capsys):
 
 
 def test_sentence_order_is_canonical_unless_shuffling_is_asked_for():
-    canonical = train.parse_args([])
-    shuffled = train.parse_args(["--shuffle-sentences"])
+    canonical = parse([])
+    shuffled = parse(["--shuffle-sentences"])
     a = data.load_pairs("synthetic", "train", limit=None, **train.data_options(canonical))
     b = data.load_pairs("synthetic", "train", limit=None, **train.data_options(shuffled))
     reports_a = [a[i].report for i in range(200)]
@@ -35,24 +79,13 @@ def test_sentence_order_is_canonical_unless_shuffling_is_asked_for():
 
 
 def test_data_options_parse_numbers_booleans_and_refuse_garbage():
-    cfg = train.parse_args(["--data-options", "section=both,fallback=true,workers=4"])
+    cfg = parse(["--data-options", "section=both,fallback=true,workers=4"])
     assert train.data_options(cfg) == {"section": "both", "fallback": True, "workers": 4}
+    assert data.parse_options("a=1,b=False,,c= x") == {"a": 1, "b": False, "c": "x"}
     with pytest.raises(SystemExit):
-        train.data_options(train.parse_args(["--data-options", "section"]))
-
-
-
-def test_each_direction_gets_its_own_guidance_scale():
-    from types import SimpleNamespace
-    from sample import sampling_settings
-    tok = SimpleNamespace(vocab=SimpleNamespace(text_len=24))
-    run_cfg = {"cfg_scale": 2.0, "i2t_cfg_scale": 0.5, "sample_steps": 8}
-    assert sampling_settings(run_cfg, tok, "t2i")["cfg_scale"] == 2.0
-    assert sampling_settings(run_cfg, tok, "i2t")["cfg_scale"] == 0.5
-    assert sampling_settings(run_cfg, tok, "joint")["cfg_scale"] == 2.0      # a prompt is amplified like a report
-    assert sampling_settings(run_cfg, tok, "i2t", cfg_scale=3.0)["cfg_scale"] == 3.0
-    assert sampling_settings({}, tok, "i2t")["cfg_scale"] == 0.0              # runs from before the setting: no guidance
-    assert sampling_settings(run_cfg, tok, "i2t")["text_steps"] == 24         # left to right: one slot per step
+        train.data_options(parse(["--data-options", "section"]))
+    with pytest.raises(ValueError, match="key=value"):
+        data.parse_options("section")
 
 
 def test_a_two_domain_evaluation_takes_n_eval_pairs_of_each_domain():
@@ -64,14 +97,14 @@ def test_a_two_domain_evaluation_takes_n_eval_pairs_of_each_domain():
 
 
 def test_image_and_position_flags_reach_the_model():
-    """--abs-pos / --codebook-embed are on by default (README "How the default recipe was chosen"); --no-… turns each off."""
+    """--abs-pos / --codebook-embed are on by default (docs/experiments.md); --no-… turns each off."""
     import torch
     vocab = type("V", (), dict(size=300, seq_len=40, mask_id=100, image_offset=101))()
     codebook = torch.randn(199, 8, generator=torch.Generator().manual_seed(0))
     log = lambda msg: None
     def build(*flags):
         torch.manual_seed(0)
-        return train.build_model(train.parse_args(list(flags)), vocab, log, codebook=codebook)
+        return train.build_model(parse(list(flags)), vocab, log, codebook=codebook)
     default, random_rows = build(), build("--no-codebook-embed")
     assert default.cfg.abs_pos and not build("--no-abs-pos").cfg.abs_pos
     text_rows, image_rows = slice(0, 101), slice(101, 300)

@@ -55,9 +55,29 @@ def test_sample_every_task(tiny_run, tmp_path, task, extra):
         Image.fromarray(SyntheticDataset("cxr", "test", image_size=64)[0].image).save(path)
         extra = ["--image", path]
     out = str(tmp_path / task)
-    run(["sample.py", "--ckpt", tiny_run, "--task", task, "--n", "2", "--steps", "4", "--out", out, *extra])
+    run(["sample.py", "--ckpt", tiny_run, "--task", task, "--n", "2", "--sample-steps", "4", "--out", out, *extra])
     files = os.listdir(out)
     assert "grid.png" in files and "image_0.png" in files and "text_0.txt" in files
+
+
+def test_a_checkpoint_without_the_sampler_entry_samples_and_evaluates_with_the_same_settings(tiny_run, tmp_path):
+    """Checkpoints written before ck['sampler'] existed kept the sampler settings in train_config under the same
+    names (beside fields since removed): they load with those settings, and eval.py's overrides still apply."""
+    from sample import load_run
+    old = str(tmp_path / "old")
+    shutil.copytree(tiny_run, old)
+    path = os.path.join(old, "ckpt.pt")
+    ck = torch.load(path, weights_only=True)
+    sampler = ck.pop("sampler")
+    assert sampler["sample_steps"] == 4 and sampler["token_temperature"] == 1.0          # TINY's flags
+    ck["train_config"].update(sampler, i2t_suffix=0.0, oracle_steps=0)                  # the old layout
+    torch.save(ck, path)
+    assert vars(load_run(old)[2]) == vars(load_run(tiny_run)[2]) == sampler
+    out = str(tmp_path / "unguided.json")
+    run(["eval.py", "--run", old, "--n-eval", "4", "--set", "sample_steps=2", "--i2t-cfg-scale", "0", "--out", out])
+    m = json.load(open(out))
+    assert m["sampler"] == {**sampler, "sample_steps": 2, "i2t_cfg_scale": 0.0} and m["n_eval"] == 4
+    assert os.path.exists(str(tmp_path / "unguided.png"))
 
 
 def _final_state(run_dir):
@@ -194,7 +214,7 @@ def test_learning_curve_tool_plots_the_recorded_evaluations(tiny_run, tmp_path):
 def test_smoke_preset_beats_the_trivial_baselines_both_ways(tmp_path):
     """`python train.py --preset smoke` (about 2 minutes): on a fixed seed its reports and its images both carry more of
     the findings than guessing each finding at its prevalence, and are more accurate than calling everything negative.
-    Measured on 2 CPU cores (README "Presets"): label F1 0.48-0.53 / 0.43-0.53 on 3 seeds against ~0.2 for guessing."""
+    Measured on 2 CPU cores (docs/experiments.md): label F1 0.48-0.53 / 0.43-0.53 on 3 seeds against ~0.2 for guessing."""
     out = str(tmp_path / "smoke")
     run(["train.py", "--preset", "smoke", "--seed", "0", "--threads", "1", "--out", out])
     m = json.load(open(os.path.join(out, "metrics.json")))
