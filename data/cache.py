@@ -2,7 +2,7 @@
 .npy file, and serve `Pair`s from a memory map of it.
 
 MIMIC-CXR-JPG train is ~370k full-resolution JPEGs; decoding them takes tens of minutes, so it must happen once, not
-once per epoch (issue 7). Two cache entries per load, both in `cache_dir` (default `<data_dir>/.cache`):
+once per epoch. Two cache entries per load, both in `cache_dir` (default `<data_dir>/.cache`):
 - `records-<key>.json`: the loader's record list (paths, cleaned text, labels) + its LoadReport counts, keyed by the
   source's index files (size + mtime), the split and the text options. Skips re-reading 200k report files.
 - `images-<key>.npy` + `.json`: the image stack, keyed by a hash of the record list (uid + path), the image size and
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .common import Pair
+from .common import Pair, atomic_path, write_atomic
 from .images import MissingDependency, read_image
 from .records import LoadReport, Record, cache_key, relative
 
@@ -42,10 +42,7 @@ def default_cache_dir(data_dir) -> Path:
 
 
 def write_json_atomic(path: Path, obj):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False).encode("utf-8")))
 
 
 def cached_records(cache_dir: Path, key: str, build, report: LoadReport,
@@ -91,39 +88,35 @@ def preprocess_images(records: list[Record], domain: str, size: int, npy_path: P
     (-1 = skipped). Threads, not processes: PIL releases the GIL while decoding, and threads need no
     `if __name__ == '__main__'` guard in the calling script."""
     shape = (len(records), size, size) + ((3,) if domain == "path" else ())
-    tmp = npy_path.with_name(npy_path.name + f".tmp{os.getpid()}.npy")
-    stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     rows = np.full(len(records), -1, dtype=np.int64)
     if workers is None:  # auto: threads only pay off on big jobs (MIMIC train: ~15 ms per full-size JPEG)
         workers = min(8, os.cpu_count() or 1) if len(records) >= 2000 else 0
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    bar = tqdm(total=len(records), desc=f"[data] caching {len(records)} images at {size}px", unit="img",
-               disable=len(records) < 500)
-    try:
-        for start in range(0, len(records), CHUNK):
-            chunk = records[start:start + CHUNK]
-            decode = lambda r: _decode(r, domain, size, window, pad_fill)  # noqa: E731
-            results = pool.map(decode, chunk) if pool else map(decode, chunk)
-            for i, (record, (array, repairs, reason)) in enumerate(zip(chunk, results), start):
-                where = relative(record.image_path, root)
-                if reason:
-                    report.skip(reason, where)
-                    continue
-                stack[i], rows[i] = array, i
-                for repair in repairs:
-                    report.fix(repair, where)
-            bar.update(len(chunk))
-    except BaseException:  # strict mode, Ctrl-C, a missing optional package: leave no half-written file behind
-        del stack
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown()
-    stack.flush()
-    del stack
-    os.replace(tmp, npy_path)
+    # strict mode, Ctrl-C, a missing optional package: atomic_path leaves no half-written file behind
+    with atomic_path(npy_path) as tmp:
+        stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        bar = tqdm(total=len(records), desc=f"[data] caching {len(records)} images at {size}px", unit="img",
+                   disable=len(records) < 500)
+        try:
+            for start in range(0, len(records), CHUNK):
+                chunk = records[start:start + CHUNK]
+                decode = lambda r: _decode(r, domain, size, window, pad_fill)  # noqa: E731
+                results = pool.map(decode, chunk) if pool else map(decode, chunk)
+                for i, (record, (array, repairs, reason)) in enumerate(zip(chunk, results), start):
+                    where = relative(record.image_path, root)
+                    if reason:
+                        report.skip(reason, where)
+                        continue
+                    stack[i], rows[i] = array, i
+                    for repair in repairs:
+                        report.fix(repair, where)
+                bar.update(len(chunk))
+            stack.flush()
+        finally:
+            del stack  # the memory map is closed before the file is renamed or removed
+            bar.close()
+            if pool:
+                pool.shutdown()
     return rows
 
 

@@ -1,6 +1,6 @@
 """Image decoding for real data: any file mode -> an 8-bit 'L' (chest X-ray) or 'RGB' (pathology) PIL image.
 
-Edge cases from data-spec §6, each checked by tests/test_data_real.py:
+Edge cases from docs/data.md "Edge cases", each checked by tests/test_data_real.py:
 - 16-bit / 32-bit grayscale (`I;16`, `I`, `F`): scaled by bit depth first. `convert('L')` on them clips (99.6% of a
   full-range ramp becomes 255), so it is never called on those modes.
 - RGBA / LA / P with transparency (OpenSlide patches are RGBA): composited on white for pathology, black for CXR.
@@ -21,7 +21,7 @@ from PIL import Image
 from .common import square_resize
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm")
-CHANNELS = {"cxr": "L", "path": "RGB"}       # CXR is one channel, pathology RGB (data-spec §6 "grayscale vs RGB")
+CHANNELS = {"cxr": "L", "path": "RGB"}       # CXR is one channel, pathology RGB (docs/data.md "Edge cases")
 BACKGROUND = {"cxr": 0, "path": 255}         # alpha compositing + square padding: black film, white glass slide
 
 

@@ -1,7 +1,7 @@
 """MIMIC-CXR loaders: the PhysioNet MIMIC-CXR-JPG 2.0.0 tree, R2Gen's annotation.json, and MeDiM's flat jpg+txt folders.
 
 Data: Johnson et al., "MIMIC-CXR-JPG, a large publicly available database of labeled chest radiographs" (arXiv 1901.07042)
-and MIMIC-CXR 2.0.0 (reports). Formats written down in ../shared/data-spec.md §1–2 from:
+and MIMIC-CXR 2.0.0 (reports). Formats written down in docs/data.md ("MIMIC-CXR-JPG", "R2Gen annotation.json") from:
 - MIT-LCP/mimic-cxr `txt/section_parser.py` (report section splitting; re-implemented in our own words below),
 - cuhksz-nlp/R2Gen (annotation.json: {"train"|"val"|"test": [{id, report, image_path: [...], split}]}),
 - UCSC-VLAA/MeDiM `models/datasets/all_dataset.py` (flat `data/` and `test/` folders of `<name>.jpg` + `<name>.txt`).
@@ -107,7 +107,7 @@ FALLBACKS = {"findings": ("impression", "last_paragraph"), "impression": ("findi
 
 
 def choose_section(sections: dict[str, str], section: str = "findings", fallback: bool = False) -> str | None:
-    """The report text to train on (data-spec §1.3).
+    """The report text to train on (docs/data.md "Report sections").
     findings   R2Gen-style, the default; studies without FINDINGS are dropped unless fallback=True
                (then IMPRESSION, then the last paragraph)
     impression the summary; fallback: findings, last paragraph

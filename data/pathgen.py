@@ -2,7 +2,7 @@
 
 Data: Sun et al., "PathGen-1.6M: 1.6 Million Pathology Image-text Pairs Generation through Multi-agent Collaboration"
 (arXiv 2407.00203), repo PathFoundation/PathGen-1.6M; MeDiM (arXiv 2510.06131) trains on PathGen pairs laid out as flat
-png + txt folders (UCSC-VLAA/MeDiM, HF dataset JiaMao/pathgen). Formats in ../shared/data-spec.md §3.
+png + txt folders (UCSC-VLAA/MeDiM, HF dataset JiaMao/pathgen). Formats in docs/data.md "PathGen".
 
 Layouts (auto-detected, or `layout=`):
   json  PathGen-1.6M.json (a list) or .jsonl: {"wsi_id" | "WSI_id", "position": ["x", "y"], "caption", "file_id"?}

@@ -3,9 +3,9 @@ what was skipped or repaired, tolerant text/CSV reading, leakage-free group spli
 
 A loader (data/mimic.py, data/pathgen.py) turns a folder into a list of `Record`s (paths + cleaned text, cheap); then
 data/cache.py reads every image once, caches the resized stack and returns a Sequence of `data.common.Pair`.
-Data formats: ../shared/data-spec.md §1–3; edge-case policy: data-spec §6 ("skip, count per reason, summary at end").
+Data formats: docs/data.md; edge-case policy: docs/data.md "Edge cases" ("skip, count per reason, summary at end").
 
-Privacy (PhysioNet DUA, data-spec §0): report text of real data never goes into a log line, an error message or an
+Privacy (PhysioNet DUA, docs/data.md): report text of real data never goes into a log line, an error message or an
 example list. Only file names and ids (which are de-identified) are printed.
 """
 import csv
@@ -57,7 +57,8 @@ class Record:
 class LoadReport:
     """Counts every item a loader skipped or repaired, per reason, with up to 3 example file names.
 
-    strict=True turns the first skip into an error (data-spec §6: `strict=False` skips + counts, `strict=True` raises)."""
+    strict=True turns the first skip into an error (docs/data.md "Edge cases": `strict=False` skips + counts,
+    `strict=True` raises)."""
     N_EXAMPLES = 3
 
     def __init__(self, source: str, split: str, strict: bool = False):
@@ -142,7 +143,8 @@ DEID_BLANK = re.compile(r"_{2,}")  # MIMIC replaces PHI by '___'; runs of 2+ und
 
 def clean_text(text: str, deid: str = "keep") -> str:
     """One line of text: lines joined, whitespace collapsed, de-identification blanks kept as '___' (a single BPE
-    token, data-spec §6) or removed (deid='strip'). Full lines of underscores (MIMIC addendum separators) are dropped."""
+    token, docs/data.md "Edge cases") or removed (deid='strip'). Full lines of underscores (MIMIC addendum separators)
+    are dropped."""
     if deid not in ("keep", "strip"):
         raise ValueError(f"deid must be 'keep' or 'strip', got {deid!r}")
     text = re.sub(r"(?m)^\s*_{8,}\s*$", " ", text)
@@ -166,7 +168,8 @@ def open_maybe_gzip(path: Path):
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """All rows of a .csv or .csv.gz as dicts; columns are selected by name, never by position (data-spec §1.2)."""
+    """All rows of a .csv or .csv.gz as dicts; columns are selected by name, never by position (docs/data.md
+    "MIMIC-CXR-JPG")."""
     try:
         with open_maybe_gzip(path) as f:
             reader = csv.DictReader(f)
@@ -193,7 +196,8 @@ def find_file(root: Path, stem: str) -> Path | None:
 
 def group_split(group: str, val_fraction: float, test_fraction: float) -> str:
     """A fixed, seed-independent split from a stable hash of the group id (patient or slide), so all images of one
-    patient / WSI fall in the same split (no leakage, data-spec §6) and the split never changes between runs."""
+    patient / WSI fall in the same split (no leakage, docs/data.md "Edge cases") and the split never changes between
+    runs."""
     h = int(hashlib.sha1(f"medim-split:{group}".encode()).hexdigest()[:12], 16) / 16 ** 12
     if h < test_fraction:
         return "test"
@@ -241,7 +245,7 @@ def paired_files(folder: Path, image_exts: tuple[str, ...], report: LoadReport, 
 
 def csv_members(path: Path, split: str) -> set[str]:
     """File stems listed for `split` by a split CSV: either one CSV with a 'split' column, or a folder of CSVs whose
-    names carry the split word (e.g. pathgen_train.csv, pathgen_test_image.csv; data-spec §3). The column holding
+    names carry the split word (e.g. pathgen_train.csv, pathgen_test_image.csv; docs/data.md "PathGen"). The column holding
     file names is found by its values (most end in .png/.jpg), since the release's column names are unknown."""
     path = Path(path)
     if path.is_dir():
@@ -264,7 +268,7 @@ def csv_members(path: Path, split: str) -> set[str]:
 def flat_records(root: Path, split: str, report: LoadReport, *, domain: str, parse_name, image_exts: tuple[str, ...],
                  val_fraction: float, test_fraction: float, split_csv=None, deid: str = "keep",
                  source: str = "flat") -> list[Record]:
-    """Folders of `<name>.<image ext>` + `<name>.txt` (MeDiM release layout, data-spec §1.4 / §3).
+    """Folders of `<name>.<image ext>` + `<name>.txt` (MeDiM release layout, docs/data.md "MIMIC-CXR-JPG" / "PathGen").
 
     The split comes from, in order: a split CSV (option), a folder per split (data/ or train/, val/, test/), or a
     stable hash of the group id (patient / slide) from `parse_name(stem) -> (group, meta)`. When there is a train

@@ -5,7 +5,7 @@ arXiv 2510.06131) trains on MIMIC-CXR (Johnson et al. 2019, arXiv 1901.07042) an
 arXiv 2407.00203). Neither can be downloaded here, so the default data is procedural, and every pair carries the binary
 findings it was drawn from. That makes the toy data a yardstick: data/labeler.py reads the findings back from generated
 reports and `pixel_labels` (below) from generated images; both are exact / ≥ 0.98 on real toy pairs
-(tests/test_synthetic.py, tests/test_labeler.py). Design and prototype numbers: shared/data-spec.md §5, calibration.md.
+(tests/test_synthetic.py, tests/test_labeler.py). Design and prototype numbers: docs/data.md "Synthetic data".
 
 What the model sees, and why the generator looks the way it does
 - Images are tokenised by a VQ-VAE with f = 8, so at 64 px one token covers 8×8 pixels. Every finding is drawn big and
@@ -15,7 +15,7 @@ What the model sees, and why the generator looks the way it does
 - Pixel noise is low by default (`noise`, σ in grey levels): noise makes VQ codes high-entropy and expensive to model.
 - Reports keep a CANONICAL sentence order (CXR: heart → lungs → pleura → devices → impression; pathology: architecture →
   cellularity → nuclei → mitoses → inflammation → necrosis → diagnosis). A parallel decoder trained on shuffled order
-  wrote word salad (calibration.md: 4× lower label F1), so shuffling is an option, off by default.
+  wrote word salad (4× lower label F1 in an early prototype), so shuffling is an option, off by default.
 - Orientation: radiological convention. The patient's RIGHT is on the IMAGE LEFT (x < S/2): a "left pleural effusion"
   is drawn in the image-right lung, the heart bulges to the image right, a left chest pacemaker sits top right.
 

@@ -1,7 +1,7 @@
 """Builders of small fake data trees in each real on-disk layout, warts included, for tests of data/mimic.py and
 data/pathgen.py (and the end-to-end `train.py --data mimic --data-dir FIXTURE` test).
 
-Everything here is made up: report texts are invented in MIMIC style (data-spec §1.3), images are drawn shapes.
+Everything here is made up: report texts are invented in MIMIC style (docs/data.md "Report sections"), images are drawn shapes.
 No real patient data. Each builder writes a SYNTHETIC_TOY_DATA marker file and returns a manifest dict.
 
     make_mimic_jpg_tree(root, reports='folder'|'zip'|'inside', n_clean=(4, 2, 2))   MIMIC-CXR-JPG 2.0.0 + reports
