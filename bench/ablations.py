@@ -1,4 +1,4 @@
-"""Reproduce the paper's ablations (Table 4, medim-spec §9) on the synthetic data: one command, several seeds, a table and a chart.
+"""Reproduce the paper's ablations (MeDiM Tab. 4, App. B) on the synthetic data: one command, several seeds, a table and a chart.
 
     python bench/ablations.py                       # 4 variants x 3 seeds x 600 steps: ~60 minutes on 2 CPU cores (estimated)
     python bench/ablations.py --seeds 0 --steps 300 # a quick look
