@@ -67,7 +67,8 @@ def test_number_unmasked_per_step_follows_the_schedule_and_time_is_the_masked_fr
     lay = ToyLayout(N=36, L=6)
     model = Recorder(random_model(lay))
     x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, image=True)  # report -> image
-    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=8), generator=torch.Generator().manual_seed(1))
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(sample_steps=8),
+                       generator=torch.Generator().manual_seed(1))
     still_masked = [int((xs[0] == lay.mask_id).sum()) for xs, _ in model.calls] + [int((out[0] == lay.mask_id).sum())]
     revealed = -np.diff(still_masked)
     np.testing.assert_array_equal(revealed, expected_counts(36, 8))
@@ -182,7 +183,7 @@ def test_text_left_to_right_reveals_text_slots_in_position_order():
     lay = ToyLayout(N=12, L=8)
     model = Recorder(random_model(lay))
     x = masked_copy(lay.random_batch(2, torch.Generator().manual_seed(0)), lay, text=True)
-    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(text_left_to_right=True),  # text_steps 0: one per slot
+    out = medim.sample(model, x, lay.segment_ids, lay.legal, settings(text_left_to_right=True),  # text_steps 0: 1/slot
                        generator=torch.Generator().manual_seed(0))
     states = [xs for xs, _ in model.calls] + [out]
     text = lay.segment_ids == medim.TEXT
