@@ -47,7 +47,7 @@ from medim import MeDiM, MeDiMConfig, SamplerConfig
 @dataclass
 class TrainConfig:
     # data
-    data: str = "synthetic"        # synthetic | synthetic-path | mimic | pathgen; comma-separated to mix domains
+    data: str = "synthetic"        # synthetic | synthetic-path | mimic | pathgen | folder; comma-separated to mix domains
     data_dir: str = ""             # comma-separated, aligned with --data (synthetic entries need none)
     image_size: int = 64
     n_train: int = 0               # 0 = the whole train split
@@ -64,6 +64,7 @@ class TrainConfig:
     compile: bool = True           # torch.compile the model for training (train.compiled: 1.3x per CPU step)
     # tokenizers (trained once per run directory)
     codebook_size: int = 512
+    vq_f: int = 8                  # VQ-VAE downsampling factor: (image_size / vq_f)² image tokens
     vq_steps: int = 1500
     text_vocab: int = 2000
     text_len: int = 0              # 0 = sized from the training reports
@@ -130,6 +131,9 @@ PRESETS = {
     # the default model for longer: the GPU learning curve passed 0.9 both ways by 4000 steps (docs/experiments.md)
     "full": dict(steps=8000, vq_steps=2000),
     "paper": PAPER,
+    # real X-rays at 256 px: 256 image tokens; f=16 / K=1024 reconstructed as well as K=4096 at equal VQ budget
+    # (bench/tokenizer_256.py); vq_steps is a guess: the VQ-VAE was far from converged at 200 steps (use a GPU)
+    "real256": dict(image_size=256, vq_f=16, codebook_size=1024, vq_steps=5000),
 }
 
 
@@ -165,11 +169,13 @@ def parse_args(argv=None) -> tuple[TrainConfig, SamplerConfig]:
         p.error(f"--time-cond must be adaln, add or none, got {cfg.time_cond!r}")
     if cfg.dtype not in ("auto", "fp32", "bf16"):
         p.error(f"--dtype must be auto, fp32 or bf16, got {cfg.dtype!r}")
-    for name in ("steps", "batch_size", "image_size", "d_model", "n_layers", "n_heads"):
+    for name in ("steps", "batch_size", "image_size", "vq_f", "d_model", "n_layers", "n_heads"):
         if getattr(cfg, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if cfg.d_model % cfg.n_heads:
         p.error(f"--d-model ({cfg.d_model}) must be divisible by --n-heads ({cfg.n_heads})")
+    if cfg.image_size % cfg.vq_f:
+        p.error(f"--image-size ({cfg.image_size}) must be divisible by --vq-f ({cfg.vq_f})")
     return cfg, sampler
 
 
@@ -369,8 +375,9 @@ def main(argv=None):
         dist.barrier()  # rank 0 trains the tokenizers and fills the token cache; the others then just read them
     if not tk.MedTokenizer.exists(cfg.out):
         log("training the tokenizers (VQ-VAE + BPE) for this run")
-        tk.train_tokenizers(train_pairs, cfg.out, cfg.image_size, K=cfg.codebook_size, vq_steps=cfg.vq_steps,
-                            text_vocab=cfg.text_vocab, text_len=cfg.text_len or None, seed=cfg.seed)
+        tk.train_tokenizers(train_pairs, cfg.out, cfg.image_size, K=cfg.codebook_size, f=cfg.vq_f,
+                            vq_steps=cfg.vq_steps, text_vocab=cfg.text_vocab, text_len=cfg.text_len or None,
+                            seed=cfg.seed, device=device)
     tok = tk.MedTokenizer.load(cfg.out)
     vocab = tok.vocab
     train_tokens = tk.token_cache(tok, train_pairs, cfg.out, "train")

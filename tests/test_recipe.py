@@ -26,6 +26,14 @@ def test_preset_fills_the_fields_you_did_not_set_and_explicit_flags_win():
     assert parse([]).compile and not smoke.compile            # compiled by default; the 2-minute look is not
 
 
+def test_real256_preset_gives_256_image_tokens_and_vq_f_must_divide_the_image_size(capsys):
+    cfg = parse(["--preset", "real256"])
+    assert (cfg.image_size // cfg.vq_f) ** 2 == 256 and cfg.codebook_size == 1024
+    with pytest.raises(SystemExit):
+        parse(["--image-size", "64", "--vq-f", "24"])
+    assert "--vq-f" in capsys.readouterr().err
+
+
 def test_paper_preset_sets_the_papers_recipe_and_medims_loss_defaults_are_that_recipe():
     cfg, sampler = train.parse_args(["--preset", "paper", "--cfg-scale", "3"])
     chosen = {**asdict(cfg), **asdict(sampler)}

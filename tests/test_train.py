@@ -134,6 +134,13 @@ def test_incompatible_checkpoint_is_named(tiny_run, tmp_path):
     assert r.returncode != 0 and "ckpt.pt" in msg and "d_model" in msg and "Traceback" not in msg
 
 
+def test_vq_f_sets_the_image_token_grid_of_the_run(tmp_path):
+    out = str(tmp_path / "f16")
+    run(["train.py", *TINY, "--vq-f", "16", "--vq-steps", "5", "--steps", "1", "--skip-eval", "--out", out])
+    vocab = json.load(open(os.path.join(out, "vocab.json")))
+    assert vocab["n_image_tokens"] == (64 // 16) ** 2
+
+
 def test_bad_flag_value_is_reported():
     r = run(["train.py", "--time-cond", "sometimes"], check=False)
     assert r.returncode == 2 and "--time-cond" in r.stderr
