@@ -737,14 +737,17 @@ def grow_vocab(w, new_rows, generator):
 
 @torch.no_grad()
 def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln', causal=False, seq_len=2048,
-                    mask_id=-1, seed=0, abs_pos=False):
+                    mask_id=-1, seed=0, abs_pos=False, text_rows=None, random_init=False):
     """A MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory: config.json and
     *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16). n_layers: keep the first
     n_layers blocks (MeDiM keeps 10 of Liquid's 28, docs/paper-notes.md "Backbone"). new_vocab_size: room for
     specials, [MASK] and image codes (grow_vocab); text ids must come from this LLM's own tokenizer for its text rows to
     mean anything (the official code mismatches them). time_embedder / adaLN_modulation keep their identity-preserving
     init, so the fp32 result computes exactly the pretrained network (bidirectional unless causal=True) until training
-    moves it; so does abs_pos's position embedding, which starts at zero."""
+    moves it; so does abs_pos's position embedding, which starts at zero.
+    text_rows: a trimmed text vocabulary (tokenizer.trim_text_rows): row i of the embedding (and of an untied lm_head)
+    is the LLM's row text_rows[i], and grow_vocab adds the rows after them. random_init: the same architecture with
+    MeDiM's fresh init, no weights read (MeDiM Tab. 4 "w/o pretrained MLLM weight")."""
     cfg_path = os.path.join(hf_dir, 'config.json')
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found (an HF model directory has config.json + *.safetensors)")
@@ -754,9 +757,16 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
     n_layers = n_layers or hf_layers
     if not 1 <= n_layers <= hf_layers:
         raise ValueError(f"from_pretrained: n_layers={n_layers}, but {cfg_path} has {hf_layers} layers")
+    if text_rows is not None:
+        text_rows = torch.as_tensor(text_rows, dtype=torch.long)
+        if len(text_rows) == 0 or text_rows.min() < 0 or text_rows.max() >= hf_vocab:
+            raise ValueError(f"from_pretrained: text_rows must lie in [0, {hf_vocab}) ({cfg_path} vocab_size), got "
+                             + (f"{text_rows.min()}..{text_rows.max()}" if len(text_rows) else "none"))
     cfg = MeDiMConfig(**arch, n_layers=n_layers, vocab_size=new_vocab_size or hf_vocab, seq_len=seq_len,
                       mask_id=mask_id, causal=causal, time_cond=time_cond, abs_pos=abs_pos)
     model = MeDiM(cfg)
+    if random_init:
+        return model
     index = checkpoint_index(hf_dir)
     generator = torch.Generator().manual_seed(seed)
     ours = model.state_dict()
@@ -769,7 +779,7 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
         if key in ('model.embed_tokens.weight', 'lm_head.weight') and w.ndim == 2 and w.shape[1] == cfg.d_model:
             if w.shape[0] != hf_vocab:
                 raise ValueError(f"{path}: {key} has {w.shape[0]} rows but config.json says vocab_size {hf_vocab}")
-            w = grow_vocab(w, cfg.vocab_size, generator)
+            w = grow_vocab(w if text_rows is None else w[text_rows], cfg.vocab_size, generator)
         if w.shape != ours[key].shape:
             raise ValueError(f"{path}: {key} has shape {tuple(w.shape)}, expected {tuple(ours[key].shape)}")
         ours[key].copy_(w)

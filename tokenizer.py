@@ -257,6 +257,40 @@ def load_text_tokenizer(path: str) -> Tokenizer:
         raise ValueError(f"{path} is not a valid `tokenizers` JSON file ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+def byte_chars() -> list:
+    """The byte-level alphabet in byte order: byte b is the character byte_chars()[b] (GPT-2 encoder.py
+    bytes_to_unicode): printable bytes stand for themselves, the others are moved past U+00FF, so no piece is
+    whitespace or a control character."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    moved = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(moved)) for b in range(256)]
+
+
+BYTE_CHARS = byte_chars()
+
+
+def is_byte_level(text: Tokenizer) -> bool:
+    """Whether the tokenizer decodes byte-level pieces (GPT-2, Llama-3, Qwen2, SmolLM2), so every token is spelt in the
+    256 single-byte pieces of BYTE_CHARS."""
+    decoder = json.loads(text.to_str()).get("decoder") or {}
+    return "ByteLevel" in [decoder.get("type"), *(d.get("type") for d in decoder.get("decoders") or [])]
+
+
+def trim_text_rows(text: Tokenizer, id_lists, where: str) -> list:
+    """The LLM token ids a trimmed text vocabulary keeps, sorted: those the reports use (id_lists) and the single-byte
+    pieces, but never the LLM's special tokens (the layout has its own, and decoding skips them). A token that is not
+    kept is written in its byte pieces (MedTokenizer.encode_text), so every string still encodes, and decodes back
+    exactly. Why: template reports use a few hundred of an LLM's ~50k ids, and with all of them every sequence position
+    would pay for ~50k logits and the optimizer for ~50k embedding rows."""
+    if not is_byte_level(text):
+        raise ValueError(f"{where}: not a byte-level BPE (GPT-2 / Llama-3 / SmolLM2 style), so a token left out of a "
+                         f"trimmed vocabulary could not be written in byte pieces; keep the whole vocabulary "
+                         f"(train.py --no-trim-vocab)")
+    specials = {i for i, t in text.get_added_tokens_decoder().items() if t.special}
+    pieces = {text.token_to_id(c) for c in BYTE_CHARS} - {None}  # a byte with no piece: the LLM cannot encode it either
+    return sorted(({i for ids in id_lists for i in ids} | pieces) - specials)
+
+
 def text_len_for(lengths, quantile=0.995, multiple=8, max_len=256) -> int:
     """Text slots L from the training reports' id counts: the `quantile` (1.0 = the longest) + 1 for <eos>, rounded up to
     a multiple of 8, at most max_len (MeDiM: 256). Longer reports are truncated and counted. Why not the longest: every
@@ -275,12 +309,18 @@ class Vocab:
     """Ids: [text 0..n_text-1 | <boi> <eoi> <eos> <pad> | one tag per domain | [MASK] | K image codes].
     Sequence, T = N + L + 3: [<domain>] [<boi>] img_1..img_N [<eoi>] txt_1..txt_L. The text slots hold the report ids,
     <eos>, then <pad>s; <eos> and <pad> are diffused like words, so the model learns the report length. A report longer
-    than L − 1 ids is cut and counted in `n_truncated`, never silently."""
+    than L − 1 ids is cut and counted in `n_truncated`, never silently.
+    text_rows: with a pretrained LLM's tokenizer, the LLM token id each text id 0..n_text-1 stands for (trim_text_rows):
+    text id i is LLM id text_rows[i] and starts from the LLM's embedding row text_rows[i]. None: text ids are the text
+    tokenizer's own ids."""
 
-    def __init__(self, n_text: int, K: int, n_image_tokens: int, text_len: int, domains=DOMAINS):
+    def __init__(self, n_text: int, K: int, n_image_tokens: int, text_len: int, domains=DOMAINS, text_rows=None):
         if text_len < 2:
             raise ValueError(f"Vocab: text_len must be ≥ 2 (a report id and <eos>), got {text_len}")
+        if text_rows is not None and len(text_rows) != n_text:
+            raise ValueError(f"Vocab: {len(text_rows)} text_rows for n_text={n_text}")
         self.n_text, self.K, self.n_image_tokens, self.text_len = n_text, K, n_image_tokens, text_len
+        self.text_rows = None if text_rows is None else [int(i) for i in text_rows]
         self.domains = tuple(domains)
         self.boi, self.eoi, self.eos, self.pad = n_text, n_text + 1, n_text + 2, n_text + 3
         self.domain_id = {d: n_text + 4 + i for i, d in enumerate(self.domains)}
@@ -298,8 +338,9 @@ class Vocab:
         self.legal[2, :n_text] = self.legal[2, self.eos] = self.legal[2, self.pad] = True
 
     def to_dict(self) -> dict:
-        return dict(n_text=self.n_text, K=self.K, n_image_tokens=self.n_image_tokens, text_len=self.text_len,
-                    domains=list(self.domains))
+        d = dict(n_text=self.n_text, K=self.K, n_image_tokens=self.n_image_tokens, text_len=self.text_len,
+                 domains=list(self.domains))
+        return d if self.text_rows is None else dict(d, text_rows=self.text_rows)  # old runs' files and hashes unchanged
 
     def encode(self, text_ids, codes, domain: str) -> np.ndarray:  # (report ids, N codes in [0, K), domain) -> (T,) int64
         ids, codes = np.asarray(list(text_ids), np.int64), np.asarray(codes, np.int64).reshape(-1)
@@ -345,12 +386,38 @@ class MedTokenizer:
     def __init__(self, vqvae: VQVAE, text: Tokenizer, vocab: Vocab, image_size: int, channels: int, stats=None):
         self.vqvae, self.text, self.vocab = vqvae.eval(), text, vocab
         self.image_size, self.channels, self.stats = image_size, channels, dict(stats or {})
+        rows = vocab.text_rows
+        self._text_id = None if rows is None else {int(r): i for i, r in enumerate(rows)}  # LLM id -> our text id
+        self._spelt = {}  # LLM id not kept -> our text ids of its byte pieces, filled on first use
 
     def encode_text(self, report: str) -> list:
-        return self.text.encode(report, add_special_tokens=False).ids  # no BOS: the sequence layout has its own markers
+        return self.text_ids(self.text.encode(report, add_special_tokens=False).ids)  # no BOS: the layout has markers
 
     def decode_text(self, ids) -> str:
-        return self.text.decode(list(ids), skip_special_tokens=True)
+        rows = self.vocab.text_rows
+        return self.text.decode([rows[i] for i in ids] if rows is not None else list(ids), skip_special_tokens=True)
+
+    def text_ids(self, ids) -> list:
+        """The text tokenizer's ids -> our text ids: the same ids, or with a trimmed vocabulary (Vocab.text_rows) each
+        id's position in text_rows, a token not kept written as its byte pieces (which decode to the same bytes)."""
+        if self._text_id is None:
+            return list(ids)
+        out = []
+        for i in ids:
+            j = self._text_id.get(i)
+            out += [j] if j is not None else self._byte_pieces(i)
+        return out
+
+    def _byte_pieces(self, llm_id: int) -> list:
+        if llm_id not in self._spelt:
+            added = self.text.get_added_tokens_decoder().get(llm_id)  # an added token's string is raw text, not pieces
+            chars = "".join(BYTE_CHARS[b] for b in added.content.encode()) if added else self.text.id_to_token(llm_id)
+            ids = [self._text_id.get(self.text.token_to_id(c)) for c in chars]
+            if None in ids:
+                raise ValueError(f"text token {llm_id} ({chars!r}) holds a byte that has no single-byte piece in the "
+                                 f"text tokenizer, so a trimmed vocabulary cannot write it")
+            self._spelt[llm_id] = ids
+        return self._spelt[llm_id]
 
     # Both follow the VQ-VAE's device: tok.vqvae.to('cuda') speeds up encoding a large dataset.
     @torch.no_grad()
@@ -375,7 +442,7 @@ class MedTokenizer:
             except ValueError as e:
                 raise ValueError(f"pairs {chunk[0].uid}..{chunk[-1].uid}: {e}") from None
             ids = self.text.encode_batch([p.report for p in chunk], add_special_tokens=False)
-            rows += [self.vocab.encode(t.ids, c, p.domain) for t, c, p in zip(ids, codes, chunk)]
+            rows += [self.vocab.encode(self.text_ids(t.ids), c, p.domain) for t, c, p in zip(ids, codes, chunk)]
         return np.stack(rows) if rows else np.zeros((0, self.vocab.seq_len), np.int64)
 
     def encode_pair(self, pair) -> np.ndarray:  # -> int64 (T,)
@@ -417,12 +484,19 @@ class MedTokenizer:
         try:
             with open(vocab_path) as fh:
                 meta = json.load(fh)
-            vocab = Vocab(meta["n_text"], meta["K"], meta["n_image_tokens"], meta["text_len"], meta["domains"])
+            vocab = Vocab(meta["n_text"], meta["K"], meta["n_image_tokens"], meta["text_len"], meta["domains"],
+                          meta.get("text_rows"))
             image_size, channels = int(meta["image_size"]), int(meta["channels"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{vocab_path} is not a valid vocabulary file ({type(e).__name__}: {e})") from None
-        for what, found, want in [(f"the text vocabulary of {text_path}", text.get_vocab_size(), vocab.n_text),
-                                  (f"the codebook size K of {vq_path}", vqvae.K, vocab.K),
+        size = text.get_vocab_size()
+        if vocab.text_rows is None and size != vocab.n_text:
+            raise ValueError(f"the text vocabulary of {text_path} is {size} but {vocab_path} says {vocab.n_text}: the "
+                             f"files come from different runs")
+        if vocab.text_rows is not None and not 0 <= min(vocab.text_rows) <= max(vocab.text_rows) < size:
+            raise ValueError(f"{vocab_path} keeps text ids {min(vocab.text_rows)}..{max(vocab.text_rows)}, but "
+                             f"{text_path} has {size}: the files come from different runs")
+        for what, found, want in [(f"the codebook size K of {vq_path}", vqvae.K, vocab.K),
                                   (f"(image_size/f)² for {vq_path}", (image_size // vqvae.f) ** 2, vocab.n_image_tokens),
                                   (f"the input channels of {vq_path}", vqvae.config["in_channels"], channels)]:
             if found != want:
@@ -459,11 +533,12 @@ def reconstruction_stats(tok: MedTokenizer, pairs) -> dict:
 
 def train_tokenizers(train_pairs, run_dir: str, image_size: int, *, K=512, f=8, vq_steps=2000, text_vocab=2000,
                      text_len=None, seed=0, max_minutes=None, eval_pairs=None, channels=None, pretrained_text=None,
-                     max_pairs=10000, lowercase=False, device="cpu") -> MedTokenizer:
+                     max_pairs=10000, lowercase=False, device="cpu", trim_vocab=True) -> MedTokenizer:
     """Train the VQ-VAE and the BPE on a seeded subset of at most max_pairs training pairs, save them in run_dir, and
     measure the VQ-VAE on eval_pairs (default: up to 500 training pairs held out from VQ training) into `tok.stats`.
     channels: 1 or 3; default 3 as soon as one image is RGB (mixed CXR + pathology: gray is replicated).
-    text_len: the text slots L, by default sized from the reports. pretrained_text: an LLM dir or tokenizer.json.
+    text_len: the text slots L, by default sized from the reports. pretrained_text: an LLM dir or tokenizer.json;
+    trim_vocab: keep only its ids these reports use and its byte pieces (trim_text_rows), as compact text ids.
     device: where the VQ-VAE trains ('cuda' for 256-px data); the saved tokenizer is on the CPU."""
     t0, order = time.time(), np.random.default_rng(seed).permutation(len(train_pairs))
     n_hold = 0 if eval_pairs is not None else min(500, len(train_pairs) // 10)
@@ -479,12 +554,17 @@ def train_tokenizers(train_pairs, run_dir: str, image_size: int, *, K=512, f=8, 
 
     reports = [p.report for p in pairs]
     text = load_text_tokenizer(pretrained_text) if pretrained_text else train_bpe(reports, text_vocab, lowercase)
-    lengths = [len(e.ids) for e in text.encode_batch(reports, add_special_tokens=False)]
+    ids = [e.ids for e in text.encode_batch(reports, add_special_tokens=False)]
+    rows = trim_text_rows(text, ids, pretrained_text) if pretrained_text and trim_vocab else None
+    lengths = [len(i) for i in ids]
     text_len = text_len or text_len_for(lengths)
-    print(f"text: {text.get_vocab_size()} ids, reports {np.mean(lengths):.1f} ids on average, at most {max(lengths)} "
-          f"-> L = {text_len} text slots ({sum(n >= text_len for n in lengths)} of {len(lengths)} reports would be cut)")
+    n_text = text.get_vocab_size() if rows is None else len(rows)
+    print(f"text: {n_text} ids{f' kept of {text.get_vocab_size()}' if rows else ''}, reports {np.mean(lengths):.1f} "
+          f"ids on average, at most {max(lengths)} -> L = {text_len} text slots ({sum(n >= text_len for n in lengths)} "
+          f"of {len(lengths)} reports would be cut)")
     vqvae = train_vqvae(images, channels, K=K, f=f, steps=vq_steps, seed=seed, max_minutes=max_minutes, device=device)
-    tok = MedTokenizer(vqvae, text, Vocab(text.get_vocab_size(), K, (image_size // f) ** 2, text_len), image_size, channels)
+    vocab = Vocab(n_text, K, (image_size // f) ** 2, text_len, text_rows=rows)
+    tok = MedTokenizer(vqvae, text, vocab, image_size, channels)
     tok.stats = reconstruction_stats(tok, eval_pairs) if len(eval_pairs) else {}
     tok.stats["seconds"] = round(time.time() - t0, 1)
     tok.save(run_dir)
@@ -549,6 +629,8 @@ if __name__ == "__main__":
     ap.add_argument("--text-vocab", type=int, default=2000)
     ap.add_argument("--text-len", type=int, default=None, help="text slots (default: longest training report + 1)")
     ap.add_argument("--pretrained-text", default=None, help="an LLM directory or tokenizer.json to use instead of BPE")
+    ap.add_argument("--no-trim-vocab", dest="trim_vocab", action="store_false",
+                    help="with --pretrained-text: keep all its ids (default: only those the reports use + byte pieces)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=None, help="cut VQ training after this long (not deterministic)")
     ap.add_argument("--device", default="cpu", help="where the VQ-VAE trains: cpu | cuda")
@@ -562,4 +644,4 @@ if __name__ == "__main__":
         held_out = None
     train_tokenizers(train, args.out, args.image_size, K=args.K, f=args.f, vq_steps=args.steps, text_vocab=args.text_vocab,
                      text_len=args.text_len, seed=args.seed, max_minutes=args.max_minutes, eval_pairs=held_out,
-                     pretrained_text=args.pretrained_text, device=args.device)
+                     pretrained_text=args.pretrained_text, device=args.device, trim_vocab=args.trim_vocab)
