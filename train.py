@@ -3,6 +3,7 @@
     python train.py                                   # embedded synthetic chest X-rays, CPU, ~15 minutes
     python train.py --preset smoke                    # a 2-minute first look
     python train.py --preset paper                    # the paper's recipe where ours differs (PAPER below)
+    python train.py --preset smollm2                  # SmolLM2-135M's first 4 blocks, pretrained, ~18 minutes
     python train.py --data mimic --data-dir DIR       # MIMIC-CXR-JPG tree, R2Gen annotation.json or MeDiM flat dirs
     python train.py --data mimic,pathgen --data-dir A,B --init-from HF_LLM_DIR --n-layers 10
     torchrun --nproc_per_node 8 train.py --data mimic --data-dir DIR --preset full
@@ -36,6 +37,7 @@ from tqdm import tqdm
 import data
 import eval as ev
 import medim
+import pretrained
 import tokenizer as tk
 from data.common import write_atomic
 from eval_image import ORACLE_STEPS
@@ -68,11 +70,14 @@ class TrainConfig:
     vq_steps: int = 1500
     text_vocab: int = 2000
     text_len: int = 0              # 0 = sized from the training reports
+    text_tokenizer: str = "auto"   # auto (--init-from's tokenizer.json, else bpe) | bpe (ours) | llm | a tokenizer.json
+    trim_vocab: bool = True        # a pretrained tokenizer keeps only the ids the reports use + its 256 byte pieces
     # model
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
-    init_from: str = ""            # a Hugging Face LLM directory (Llama / Qwen2 / Gemma / Liquid)
+    init_from: str = ""            # an HF LLM directory (Llama / Qwen2 / Gemma / Liquid), a .gguf, or smollm2
+    random_init: bool = False      # with --init-from: its architecture, tokenizer and trimmed vocabulary, random weights
     causal: bool = False           # the paper's "w/ causal mask" ablation
     time_cond: str = "adaln"       # adaln | add | none  (the paper's "w/o AdaLN" and "w/o timestep embedding" ablations)
     abs_pos: bool = True           # learned absolute positions on top of RoPE (medim.MeDiMConfig.abs_pos)
@@ -134,6 +139,14 @@ PRESETS = {
     # real X-rays at 256 px: 256 image tokens; f=16 / K=1024 reconstructed as well as K=4096 at equal VQ budget
     # (bench/tokenizer_256.py); vq_steps is a guess: the VQ-VAE was far from converged at 200 steps (use a GPU)
     "real256": dict(image_size=256, vq_f=16, codebook_size=1024, vq_steps=5000),
+    # SmolLM2-135M's first 4 of 30 blocks (23M parameters with AdaLN, vocabulary trimmed to 426 text ids) on 2 CPU
+    # cores: 0.80 s per step at batch 8 (compiled), and the evaluation samples a 4-block d=576 model, 8 minutes at 100
+    # pairs per direction with 4 text slots per step (22 steps for 88 slots; one per slot took 4x longer). lr 1e-3:
+    # after 150 steps its text / image losses were below those at 3e-4 (1 seed); the first step's text CE is 34 (the
+    # LLM's sharp rows) against 6 for random weights. Whole pipeline about 18 minutes (tokenizers 3, training 7,
+    # evaluation 8). --random-init gives the same run with random weights.
+    "smollm2": dict(init_from="smollm2", n_layers=4, batch_size=8, lr=1e-3, warmup=50, steps=500, n_eval=100,
+                    text_steps=22, log_every=50),
 }
 
 
@@ -149,14 +162,16 @@ def parse_args(argv=None) -> tuple[TrainConfig, SamplerConfig]:
         for f in fields(cls):
             flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
             if f.type is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                   help=HELP.get(f.name, f"default {default}"))
             else:
-                group.add_argument(flag, type=f.type, default=None, help=f"default {default!r}")
+                group.add_argument(flag, type=f.type, default=None, help=HELP.get(f.name, f"default {default!r}"))
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
-    preset = given.get("preset", TrainConfig.preset)
+    saved = saved_settings(os.path.join(given.get("out", TrainConfig.out), "ckpt.pt")) if given.get("resume") else {}
+    preset = given.get("preset", saved.get("preset", TrainConfig.preset))
     if preset not in PRESETS:
         p.error(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    chosen = {**PRESETS[preset], **given}  # explicit flags win over the preset
+    chosen = {**PRESETS[preset], **saved, **given}  # explicit flags win over the run's own settings and the preset
     of = lambda cls: {f.name: chosen[f.name] for f in fields(cls) if f.name in chosen}
     try:
         sampler = SamplerConfig(**of(SamplerConfig))
@@ -170,13 +185,41 @@ def parse_args(argv=None) -> tuple[TrainConfig, SamplerConfig]:
     if cfg.dtype not in ("auto", "fp32", "bf16"):
         p.error(f"--dtype must be auto, fp32 or bf16, got {cfg.dtype!r}")
     for name in ("steps", "batch_size", "image_size", "vq_f", "d_model", "n_layers", "n_heads"):
-        if getattr(cfg, name) <= 0:
+        if getattr(cfg, name) <= 0 and not (name == "n_layers" and cfg.init_from and cfg.n_layers == 0):
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if not cfg.init_from and (cfg.random_init or cfg.text_tokenizer == "llm"):
+        p.error(f"--{'random-init' if cfg.random_init else 'text-tokenizer llm'} needs --init-from (the LLM it refers to)")
     if cfg.d_model % cfg.n_heads:
         p.error(f"--d-model ({cfg.d_model}) must be divisible by --n-heads ({cfg.n_heads})")
     if cfg.image_size % cfg.vq_f:
         p.error(f"--image-size ({cfg.image_size}) must be divisible by --vq-f ({cfg.vq_f})")
     return cfg, sampler
+
+
+HELP = {  # flags whose meaning depends on another flag
+    "n_layers": "default 4; with --init-from: keep the LLM's first N blocks (default its first 4, 0 = all of them)",
+    "init_from": "default none (a fresh model of --d-model / --n-layers / --n-heads): an HF Llama / Qwen2 / Gemma "
+                 "directory, a .gguf file, or smollm2 (converted into ~/.cache/medim on first use, pretrained.py)",
+    "text_tokenizer": "default auto: with --init-from the LLM's own tokenizer.json (its ids index its embedding rows), "
+                      "else bpe, a byte-level BPE trained on the reports; or the path of another tokenizer.json",
+    "trim_vocab": "default True: with a pretrained tokenizer keep only the ids the training reports use and the 256 "
+                  "byte pieces (others are written in byte pieces), so a text slot pays for hundreds of logits, not ~50k",
+    "random_init": "default False: with --init-from, the same architecture, tokenizer and trimmed vocabulary with "
+                   "MeDiM's fresh random weights (MeDiM Tab. 4 'w/o pretrained MLLM weight')",
+}
+
+
+def saved_settings(ckpt_path: str) -> dict:
+    """The settings a run was trained with (its checkpoint's train_config and sampler), so `--resume` continues it
+    without repeating its flags; {} if there is no checkpoint (main then says so)."""
+    if not os.path.exists(ckpt_path):
+        return {}
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)  # mmap: the weights stay unread
+    except Exception as e:
+        raise SystemExit(f"error: {ckpt_path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})")
+    saved = {**ck.get("train_config", {}), **(ck.get("sampler") or {})}
+    return {k: v for k, v in saved.items() if k not in ("out", "resume")}
 
 
 #### Small pieces the loop needs
@@ -280,14 +323,22 @@ def periodic_eval(cfg: TrainConfig, sampler: SamplerConfig, model, ema, tok, eva
 
 #### The model
 
-def build_model(cfg: TrainConfig, vocab, log, codebook=None) -> MeDiM:
-    """The diffusion model, fresh or from --init-from; with --codebook-embed (and the VQ codebook given) its image-code
-    embeddings start from the codebook (init_image_embeddings)."""
+def build_model(cfg: TrainConfig, vocab, log, codebook=None, llm_dir=None, text_rows=None, weights=True) -> MeDiM:
+    """The diffusion model: fresh, or the LLM in llm_dir (--init-from, resolved) cut to its first --n-layers blocks,
+    text id i on its embedding row text_rows[i]; its weights unless --random-init, or weights=False (--resume: the
+    checkpoint brings them). With --codebook-embed (and the VQ codebook given) the image-code embeddings start from the
+    codebook (init_image_embeddings)."""
     if cfg.init_from:
-        model = medim.from_pretrained(cfg.init_from, n_layers=cfg.n_layers or None, new_vocab_size=vocab.size,
-                                      time_cond=cfg.time_cond, causal=cfg.causal, seq_len=vocab.seq_len,
-                                      mask_id=vocab.mask_id, seed=cfg.seed, abs_pos=cfg.abs_pos)
-        log(f"initialised from {cfg.init_from}: {model.cfg.n_layers} layers, d={model.cfg.d_model}")
+        llm_dir = llm_dir or resolve_llm(cfg)
+        try:
+            model = medim.from_pretrained(llm_dir, n_layers=cfg.n_layers or None, new_vocab_size=vocab.size,
+                                          time_cond=cfg.time_cond, causal=cfg.causal, seq_len=vocab.seq_len,
+                                          mask_id=vocab.mask_id, seed=cfg.seed, abs_pos=cfg.abs_pos,
+                                          text_rows=text_rows, random_init=cfg.random_init or not weights)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: --init-from {cfg.init_from} ({llm_dir}): {e}")
+        what = "initialised from" if weights and not cfg.random_init else "the architecture of"
+        log(f"{what} {cfg.init_from} ({llm_dir}): its first {model.cfg.n_layers} blocks, d={model.cfg.d_model}")
     else:
         model = MeDiM(MeDiMConfig(vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id,
                                   d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads,
@@ -309,6 +360,58 @@ def init_image_embeddings(model: MeDiM, codebook: torch.Tensor, image_offset: in
     codes = codebook.detach().float().cpu()
     e = (codes - codes.mean(0)) @ proj                                                    # (K, D)
     rows.copy_((e * (rows.float().std().cpu() / e.std())).to(rows))
+
+
+def resolve_llm(cfg: TrainConfig) -> str | None:
+    """--init-from as an HF model directory (pretrained.resolve_pretrained: a directory as it is, a .gguf file or
+    'smollm2' converted into the cache on first use); None without --init-from."""
+    if not cfg.init_from:
+        return None
+    try:
+        return os.path.abspath(pretrained.resolve_pretrained(cfg.init_from))
+    except (OSError, ValueError) as e:
+        again = f" ({cfg.out} was trained from it: give --init-from a copy of that model to resume)" if cfg.resume else ""
+        raise SystemExit(f"error: --init-from {cfg.init_from}: {e}{again}")
+
+
+def text_tokenizer_path(cfg: TrainConfig, llm_dir: str | None) -> str | None:
+    """The tokenizer.json the report slots use (--text-tokenizer), or None for a BPE of our own trained on the reports."""
+    choice = cfg.text_tokenizer
+    if choice == "bpe" or (choice == "auto" and not llm_dir):
+        return None
+    if choice in ("auto", "llm"):
+        path = os.path.join(llm_dir, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: --init-from {cfg.init_from}: {llm_dir} has no tokenizer.json, the tokenizer whose "
+                             f"ids index its embedding rows; give it with --text-tokenizer FILE, or train our own with "
+                             f"--text-tokenizer bpe (the LLM's text rows then start unrelated to the ids)")
+        return path
+    path = os.path.join(choice, "tokenizer.json") if os.path.isdir(choice) else choice
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --text-tokenizer {choice}: no such file (auto, bpe, llm, or a tokenizer.json)")
+    return os.path.abspath(path)
+
+
+def check_run_tokenizer(tok, text_path: str | None, run_dir: str):
+    """Tokenizers already in the run directory (a resumed run, or copied in by bench/ablations.py) must be the ones
+    this run asks for: a run whose report ids index another tokenizer's rows would train, silently wrong."""
+    ours = tk.load_text_tokenizer(text_path).to_str() if text_path else None
+    if (tok.text.to_str() != ours) if text_path else tok.vocab.text_rows is not None:
+        raise SystemExit(f"error: the text tokenizer in {run_dir} is not {text_path or 'a BPE of its own'}, which this "
+                         f"run asks for (--init-from / --text-tokenizer): its tokenizers come from another run; "
+                         f"choose another --out")
+
+
+def pretrained_record(cfg: TrainConfig, llm_dir: str, text_path: str | None, tok, model: MeDiM) -> dict:
+    """What --init-from made of this run, for config.json and ckpt.pt: the name given, the directory it resolved to,
+    the blocks kept, the text tokenizer and its trimmed rows, random or pretrained weights."""
+    with open(os.path.join(llm_dir, "config.json")) as f:
+        llm_layers = json.load(f).get("num_hidden_layers")
+    return {"init_from": cfg.init_from, "dir": llm_dir, "random_init": cfg.random_init,
+            "layers_kept": model.cfg.n_layers, "layers_in_llm": llm_layers,
+            "text_tokenizer": text_path or "bpe (trained for this run)",
+            "text_ids": tok.vocab.n_text, "text_ids_in_tokenizer": tok.text.get_vocab_size(),
+            "trimmed": tok.vocab.text_rows is not None}
 
 
 def _ffn_width(d: int) -> int:
@@ -373,12 +476,18 @@ def main(argv=None):
     train_pairs = load_split(cfg, "train")
     if ddp and not master:
         dist.barrier()  # rank 0 trains the tokenizers and fills the token cache; the others then just read them
+    llm_dir = resolve_llm(cfg)  # rank 0 first: it may convert smollm2 into the cache
+    text_path = text_tokenizer_path(cfg, llm_dir)
     if not tk.MedTokenizer.exists(cfg.out):
-        log("training the tokenizers (VQ-VAE + BPE) for this run")
-        tk.train_tokenizers(train_pairs, cfg.out, cfg.image_size, K=cfg.codebook_size, f=cfg.vq_f,
-                            vq_steps=cfg.vq_steps, text_vocab=cfg.text_vocab, text_len=cfg.text_len or None,
-                            seed=cfg.seed, device=device)
+        log(f"training the tokenizers (VQ-VAE + {text_path or 'BPE'}) for this run")
+        try:
+            tk.train_tokenizers(train_pairs, cfg.out, cfg.image_size, K=cfg.codebook_size, f=cfg.vq_f,
+                                vq_steps=cfg.vq_steps, text_vocab=cfg.text_vocab, text_len=cfg.text_len or None,
+                                seed=cfg.seed, device=device, pretrained_text=text_path, trim_vocab=cfg.trim_vocab)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: {e}")
     tok = tk.MedTokenizer.load(cfg.out)
+    check_run_tokenizer(tok, text_path, cfg.out)
     vocab = tok.vocab
     train_tokens = tk.token_cache(tok, train_pairs, cfg.out, "train")
     if ddp and master:
@@ -389,13 +498,21 @@ def main(argv=None):
     log(f"train: {len(tokens)} pairs × {vocab.seq_len} tokens | vocab {vocab.size} | {time.time() - t_start:.0f}s so far")
 
     # -- model, optimizer, EMA ---------------------------------------------------------------------------------------------
-    model = build_model(cfg, vocab, log, codebook=tok.vqvae.quantizer.codebook).to(device)  # --resume overwrites it
+    # text id i stands for LLM id text_rows[i]: the trimmed rows, or all of an untrimmed pretrained tokenizer's ids
+    text_rows = vocab.text_rows if vocab.text_rows is not None or not text_path else list(range(vocab.n_text))
+    model = build_model(cfg, vocab, log, codebook=tok.vqvae.quantizer.codebook, llm_dir=llm_dir, text_rows=text_rows,
+                        weights=not cfg.resume).to(device)  # --resume: the checkpoint brings the weights
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M parameters, {model.cfg.n_layers} layers, d={model.cfg.d_model}, "
         f"{'causal' if model.cfg.causal else 'bidirectional'}, time_cond={model.cfg.time_cond}")
+    llm = pretrained_record(cfg, llm_dir, text_path, tok, model) if llm_dir else None
+    if llm:
+        log(f"text: {llm['text_ids']} ids ({'trimmed from' if llm['trimmed'] else 'all'} "
+            f"{llm['text_ids_in_tokenizer']} of {llm['text_tokenizer']}); blocks {llm['layers_kept']} of "
+            f"{llm['layers_in_llm']}, {'random' if cfg.random_init else 'pretrained'} weights")
     if master:
-        ev.write_json(os.path.join(cfg.out, "config.json"),
-                      {"train": asdict(cfg), "sampler": asdict(sampler), "model": asdict(model.cfg)})
+        ev.write_json(os.path.join(cfg.out, "config.json"), {"train": asdict(cfg), "sampler": asdict(sampler),
+                                                             "model": asdict(model.cfg), "pretrained": llm})
     optimizer = configure_optimizer(model, cfg)
     ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
     segment_ids, legal = vocab.segment_ids.to(device), vocab.legal.to(device)
@@ -429,7 +546,7 @@ def main(argv=None):
             ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema,
                   "model_config": asdict(model.cfg), "train_config": asdict(cfg), "sampler": asdict(sampler),
                   "step": step, "stats": stats, "batch_gen": batch_gen.get_state(), "noise_gen": gens,
-                  "torch_rng": torch.get_rng_state(), "tokenizer_dir": os.path.abspath(cfg.out)}
+                  "torch_rng": torch.get_rng_state(), "tokenizer_dir": os.path.abspath(cfg.out), "pretrained": llm}
             write_atomic(ckpt_path, lambda f: torch.save(ck, f))  # a crash mid-write never leaves half a checkpoint
 
     # -- the training loop -------------------------------------------------------------------------------------------------
