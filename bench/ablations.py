@@ -2,14 +2,21 @@
 
     python bench/ablations.py                       # 4 variants x 3 seeds x 600 steps: ~60 minutes on 2 CPU cores (estimated)
     python bench/ablations.py --seeds 0 --steps 300 # a quick look
-    python bench/ablations.py --init-from HF_DIR    # adds "w/o pretrained MLLM weight" (needs a local HF LLM directory)
+    python bench/ablations.py --init-from smollm2 --pair-args "--preset smollm2" --steps 0   # pretrained vs random
     python bench/ablations.py --scale 4             # GPUs: 4x the training steps
     python bench/ablations.py --variant "a=--lr 1e-3" --variant "b=--lr 3e-3" --jobs 4   # any sweep of train.py flags
 
 Variants (each one flag of train.py): full MeDiM (bidirectional, AdaLN), --causal ("w/ causal mask"), --time-cond add
 ("w/o AdaLN designs": the timestep embedding added to the tokens), --time-cond none ("w/o timestep embedding").
 Every variant of one seed reuses that seed's tokenizers, so only the diffusion model differs.
-Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart).
+
+--init-from NAME_OR_DIR asks Tab. 4's "w/o pretrained MLLM weight" question like for like instead: the LLM's first
+blocks from its pretrained weights against the same architecture, tokenizer (the LLM's, trimmed), steps and seed from
+train.py --random-init; the d=128 default (our BPE) stays beside them as a reference row (--no-reference drops it).
+The table then adds the per-seed paired differences pretrained − random with their mean ± std.
+
+Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart). Finished runs (those with a
+metrics.json) are read back, not rerun, so an interrupted sweep continues where it stopped.
 """
 import argparse
 import json
@@ -29,6 +36,7 @@ VARIANTS = {
     "w/o AdaLN (additive time)": ["--time-cond", "add"],
     "w/o timestep embedding": ["--time-cond", "none"],
 }
+PRETRAINED, RANDOM, REFERENCE = "pretrained LLM", "w/o pretrained MLLM weight", "d=128 default (reference)"
 # (column title, metrics.json path, higher is better)
 COLUMNS = [("i2t label F1", ("i2t", "label_f1_macro"), True), ("BLEU-1", ("i2t", "bleu1"), True),
            ("BLEU-2", ("i2t", "bleu2"), True), ("BLEU-3", ("i2t", "bleu3"), True), ("BLEU-4", ("i2t", "bleu4"), True),
@@ -42,6 +50,22 @@ def run_train(args: list[str], log_path: str):
         r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise SystemExit(f"error: train.py {' '.join(args)} failed (exit {r.returncode}); see {log_path}")
+
+
+def tokenizer_flags(flags: list[str]) -> list[str]:
+    """The flags a variant's tokenizers depend on: none for our BPE, the LLM's (all but --random-init, so the pair
+    shares one set) when it starts from an LLM or names a text tokenizer."""
+    if "--init-from" in flags or "--text-tokenizer" in flags or any(f.startswith("--preset") for f in flags):
+        return [f for f in flags if f != "--random-init"]
+    return []
+
+
+def make_tokenizers(tok_dir: str, seed: int, flags: list[str]):
+    """A 1-step train.py run that leaves the tokenizers, the token cache and the oracle in tok_dir, once per seed."""
+    if not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
+        print(f"seed {seed}: training the tokenizers once for all variants that share them")
+        run_train(["--out", tok_dir, "--seed", str(seed), *flags, "--steps", "1", "--n-eval", "16", "--sample-steps",
+                   "2"], tok_dir + ".log")
 
 
 def copy_tokenizers(src: str, dst: str):
@@ -58,9 +82,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/ablations")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=600, help="diffusion steps per run (before --scale)")
+    p.add_argument("--steps", type=int, default=600,
+                   help="diffusion steps per run (before --scale); 0 = each run's own (its preset's, or train.py's)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the training steps (use > 1 on GPUs)")
-    p.add_argument("--init-from", default="", help="an HF LLM directory: adds the with/without pretrained weights pair")
+    p.add_argument("--init-from", default="", help="an HF LLM directory, a .gguf or smollm2: runs the pretrained vs "
+                   "random-init pair (same architecture, tokenizer, steps, seeds) instead of the paper's variants")
+    p.add_argument("--pair-args", default="", help="with --init-from: train.py flags for both runs of the pair, e.g. "
+                   "'--preset smollm2' (its --init-from is replaced by this one)")
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --init-from: also run the d=128 default (our own BPE) as a reference row")
+    p.add_argument("--reference-steps", type=int, default=-1,
+                   help="steps of the reference row (-1 = as --steps, 0 = train.py's default); match the pair's wall time")
     p.add_argument("--variants", default="", help="comma-separated subset of the variant names (default: all)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every run, e.g. '--n-eval 100'")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
@@ -72,35 +104,44 @@ def main(argv=None):
     if args.variant:
         if any("=" not in v for v in args.variant):
             p.error("--variant takes NAME=FLAGS, e.g. 'low lr=--lr 1e-3'")
+        if args.init_from:
+            p.error("--variant and --init-from ask different questions: give one of them")
         variants = {v.split("=", 1)[0]: v.split("=", 1)[1].split() for v in args.variant}
+    scaled = lambda n: max(1, int(n * args.scale)) if n else 0  # 0: the run's own steps
+    steps = {}
     if args.init_from:
-        variants = {k + " (pretrained)": v + ["--init-from", args.init_from] for k, v in variants.items()}
-        variants["w/o pretrained MLLM weight"] = []
+        pair = [*args.pair_args.split(), "--init-from", args.init_from]
+        variants = {PRETRAINED: pair, RANDOM: [*pair, "--random-init"]}
+        if args.reference:
+            variants[REFERENCE] = []
+            steps[REFERENCE] = scaled(args.steps if args.reference_steps < 0 else args.reference_steps)
     if args.variants:
         wanted = [v.strip() for v in args.variants.split(",")]
         unknown = [v for v in wanted if v not in variants]
         if unknown:
             p.error(f"--variants: unknown {unknown}; choose from {list(variants)}")
         variants = {k: variants[k] for k in wanted}
-    steps = max(1, int(args.steps * args.scale))
     extra = args.train_args.split()
     os.makedirs(args.out, exist_ok=True)
     results = {name: [] for name in variants}
     for seed in args.seeds:
-        tok_dir = os.path.join(args.out, f"tokenizers_seed{seed}")
-        if not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
-            print(f"seed {seed}: training the tokenizers once for all variants")
-            run_train(["--out", tok_dir, "--seed", str(seed), *extra, "--steps", "1", "--n-eval", "16", "--sample-steps", "2"],
-                      os.path.join(args.out, f"tokenizers_seed{seed}.log"))  # a 1-step run: tokenizers, cache, oracle
+        tok_dirs = {}
+        for flags in variants.values():
+            key = tuple(tokenizer_flags(flags))
+            if key not in tok_dirs:
+                tok_dirs[key] = os.path.join(args.out, f"tokenizers{'_' + slug(' '.join(key)) if key else ''}_seed{seed}")
+                make_tokenizers(tok_dirs[key], seed, [*extra, *key])
+
         def one(name, flags):
             run_dir = os.path.join(args.out, f"{slug(name)}_seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
             if not os.path.exists(metrics_path):
                 if os.path.exists(run_dir):
                     shutil.rmtree(run_dir)  # an unfinished run: start it again
-                copy_tokenizers(tok_dir, run_dir)
+                copy_tokenizers(tok_dirs[tuple(tokenizer_flags(flags))], run_dir)
                 print(f"seed {seed}: {name} ...", flush=True)
-                run_train(["--out", run_dir, "--seed", str(seed), "--steps", str(steps), *extra, *flags],
+                n = steps.get(name, scaled(args.steps))
+                run_train(["--out", run_dir, "--seed", str(seed), *(["--steps", str(n)] if n else []), *extra, *flags],
                           run_dir + ".log")
             return name, json.load(open(metrics_path))
 
@@ -108,9 +149,13 @@ def main(argv=None):
             for name, m in pool.map(lambda kv: one(*kv), variants.items()):
                 results[name].append(m)
     table = markdown_table(results)
+    if PRETRAINED in results and RANDOM in results:
+        table += f"\n\n{PRETRAINED} − {RANDOM}, paired by seed:\n\n" + paired_table(results, PRETRAINED, RANDOM, args.seeds)
     cmd = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with open(os.path.join(args.out, "ablations.md"), "w") as f:
-        f.write(f"`{cmd.strip()}` ({len(args.seeds)} seeds, {steps} steps each)\n\n{table}\n")
+        reference = f", the reference {steps[REFERENCE] or 'its default'}" if REFERENCE in steps else ""
+        f.write(f"`{cmd.strip()}` ({len(args.seeds)} seeds, {scaled(args.steps) or 'each preset’s'} steps{reference})"
+                f"\n\n{table}\n")
     bar_chart(results, os.path.join(args.out, "ablations.png"))
     print(table)
     print(f"wrote {os.path.join(args.out, 'ablations.md')} and ablations.png")
@@ -136,6 +181,19 @@ def markdown_table(results: dict) -> str:
             cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) and not np.isnan(v).all() else "-")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def paired_table(results: dict, a: str, b: str, seeds: list) -> str:
+    """Per-seed differences a − b of every column (the runs of one seed share tokenizers and data order, so their
+    difference cancels what the seed alone moves), then their mean ± std over seeds."""
+    head = "| seed | " + " | ".join(f"Δ {c}" for c, _, _ in COLUMNS) + " |"
+    rows, diffs = [head, "|---" * (len(COLUMNS) + 1) + "|"], []
+    for seed, ra, rb in zip(seeds, results[a], results[b]):
+        diffs.append([metric(ra, path) - metric(rb, path) for _, path, _ in COLUMNS])
+        rows.append(f"| {seed} | " + " | ".join("-" if np.isnan(d) else f"{d:+.3f}" for d in diffs[-1]) + " |")
+    d = np.array(diffs).reshape(len(diffs), len(COLUMNS))
+    cells = [f"{np.nanmean(c):+.3f} ± {np.nanstd(c):.3f}" if len(c) and not np.isnan(c).all() else "-" for c in d.T]
+    return "\n".join(rows + ["| mean ± std | " + " | ".join(cells) + " |"])
 
 
 def bar_chart(results: dict, path: str, keys=("i2t label F1", "t2i label F1", "t2i label acc")):

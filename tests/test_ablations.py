@@ -1,4 +1,5 @@
 """bench/ablations.py: the table is mean ± std over seeds, the chart is drawn, and bad variant specs are refused."""
+import json
 import os
 import sys
 
@@ -27,3 +28,41 @@ def test_variant_without_flags_separator_is_refused(capsys):
     with pytest.raises(SystemExit):
         ablations.main(["--variant", "no-equals-sign", "--out", "/nonexistent"])
     assert "NAME=FLAGS" in capsys.readouterr().err
+
+
+def test_pretrained_pair_is_like_for_like_with_paired_differences_and_finished_runs_are_kept(tmp_path, monkeypatch):
+    """--init-from: the pretrained and --random-init runs get the same flags, tokenizers (the LLM's), steps and seed;
+    the d=128 reference row gets our BPE and its own steps; the table adds per-seed differences; a second call reruns
+    nothing."""
+    calls = []
+
+    def fake_train(args, log_path):
+        out, seed = args[args.index("--out") + 1], int(args[args.index("--seed") + 1])
+        calls.append(args)
+        os.makedirs(out, exist_ok=True)
+        if os.path.basename(out).startswith("tokenizers"):
+            open(os.path.join(out, "vqvae.pt"), "w").write(" ".join(args))  # which flags made these tokenizers
+            return
+        i2t = 0.5 if "--random-init" in args else 0.6 + 0.2 * seed
+        json.dump(_metrics(i2t, 0.4), open(os.path.join(out, "metrics.json"), "w"))
+
+    monkeypatch.setattr(ablations, "run_train", fake_train)
+    argv = ["--init-from", "smollm2", "--pair-args", "--preset smollm2", "--steps", "0", "--reference-steps", "50",
+            "--seeds", "0", "1", "--out", str(tmp_path)]
+    ablations.main(argv)
+    runs = {os.path.basename(a[a.index("--out") + 1]): a for a in calls}
+    pre, rnd = runs["pretrained_llm_seed1"], runs["w_o_pretrained_mllm_weight_seed1"]
+    ref = runs["d_128_default__reference_seed1"]
+    same = lambda a: [f for i, f in enumerate(a) if f != "--random-init" and a[i - 1] != "--out"]
+    assert same(rnd) == same(pre) and "--random-init" in rnd and "--random-init" not in pre
+    assert "--steps" not in pre and ref[ref.index("--steps") + 1] == "50" and "--init-from" not in ref
+    for name, kind in (("pretrained_llm_seed1", "--init-from smollm2"), ("d_128_default__reference_seed1", None)):
+        made_by = open(tmp_path / name / "vqvae.pt").read()                  # the copied tokenizers' own flags
+        assert (kind in made_by) if kind else "--init-from" not in made_by
+    assert len([a for a in calls if "tokenizers" in a[a.index("--out") + 1]]) == 4  # 2 kinds x 2 seeds
+    table = open(tmp_path / "ablations.md").read()
+    paired = table.split("paired by seed")[1]
+    assert "| 0 | +0.100 |" in paired and "| 1 | +0.300 |" in paired and "+0.200 ± 0.100" in paired
+    n = len(calls)
+    ablations.main(argv)
+    assert len(calls) == n
