@@ -92,6 +92,21 @@ def _copy_tokenizers(src, dst):
             shutil.copytree(s, d) if os.path.isdir(s) else shutil.copy(s, d)
 
 
+def kill_once_checkpointed(args, ckpt, min_step, timeout=120) -> int:
+    """Start `python ARGS`, SIGKILL it once ckpt holds step >= min_step; returns the checkpoint's step."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(ckpt) and torch.load(ckpt, weights_only=True)["step"] >= min_step:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return torch.load(ckpt, weights_only=True)["step"]
+
+
 def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
     """SIGKILL mid-run, then --resume: the final weights equal those of an uninterrupted run, bit for bit."""
     args = [*TINY, "--steps", "40", "--ckpt-every", "5", "--skip-eval"]
@@ -99,18 +114,7 @@ def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
     for d in (straight, killed):
         _copy_tokenizers(tiny_run, d)  # same tokenizers, so only the diffusion training is compared
     run(["train.py", *args, "--out", straight])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    proc = subprocess.Popen([sys.executable, "train.py", *args, "--out", killed], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = os.path.join(killed, "ckpt.pt")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(ckpt) and torch.load(ckpt, weights_only=True)["step"] >= 10:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = torch.load(ckpt, weights_only=True)["step"]
+    step_at_kill = kill_once_checkpointed(["train.py", *args, "--out", killed], os.path.join(killed, "ckpt.pt"), 10)
     assert step_at_kill < 40, "the run finished before it could be killed; the test proves nothing"
     run(["train.py", *args, "--out", killed, "--resume"])
     a, b = _final_state(straight), _final_state(killed)

@@ -4,12 +4,9 @@ the ids the reports use, records what it did, and samples, evaluates and resumes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -18,6 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import medim
 import tokenizer as tk
 import train
+from test_train import kill_once_checkpointed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -219,18 +217,8 @@ def test_killed_run_resumes_from_its_directory_alone_bit_identical(llm, llm_run,
         for f in ("vqvae.pt", "tokenizer.json", "vocab.json", "cache"):
             (shutil.copytree if f == "cache" else shutil.copy)(os.path.join(llm_run, f), os.path.join(d, f))
     run(["train.py", *args, "--out", straight])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    proc = subprocess.Popen([sys.executable, "train.py", *args, "--out", killed], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = os.path.join(killed, "ckpt.pt")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(ckpt) and torch.load(ckpt, weights_only=True)["step"] >= 6:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert torch.load(ckpt, weights_only=True)["step"] < 30, "the run finished before it could be killed"
+    step_at_kill = kill_once_checkpointed(["train.py", *args, "--out", killed], os.path.join(killed, "ckpt.pt"), 6)
+    assert step_at_kill < 30, "the run finished before it could be killed"
     r = run(["train.py", "--out", killed, "--resume"])
     assert "the architecture of" in r.stdout + r.stderr  # the checkpoint brings the weights: the LLM's are not read
     a, b = (torch.load(os.path.join(d, "ckpt.pt"), weights_only=True) for d in (straight, killed))
