@@ -25,6 +25,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
 import argparse
 import json
 import math
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -439,6 +440,11 @@ def compiled(model, device, log):
 
 #### The run
 
+def stop_on_sigterm(signum, frame):
+    """A scheduler's kill (SIGTERM) stops training as Ctrl-C does: the loop saves a checkpoint, --resume continues."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     cfg, sampler = parse_args(argv)
     # -- distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK) -------------------------------------------------------
@@ -555,6 +561,7 @@ def main(argv=None):
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="diffusion", disable=not master,
                dynamic_ncols=True)
     bad_in_row, step, eval_data = 0, start_step, None
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         for step in bar:
             t0 = time.time()

@@ -125,6 +125,23 @@ def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
         assert torch.equal(ea, eb)
 
 
+def test_sigterm_saves_a_checkpoint_of_the_step_reached(tiny_run, tmp_path):
+    """A scheduler's SIGTERM loses no steps: with no periodic checkpoint, the run still leaves one to --resume from."""
+    out = str(tmp_path / "term")
+    _copy_tokenizers(tiny_run, out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "train.py", *TINY, "--steps", "100000", "--ckpt-every", "1000000",
+                             "--skip-eval", "--out", out], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log, deadline = os.path.join(out, "log.txt"), time.time() + 120
+    while time.time() < deadline and not (os.path.exists(log) and "step 100 |" in open(log).read()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["step"] >= 100
+    assert "interrupted: checkpoint saved" in open(log).read()
+
+
 def test_existing_run_needs_resume_flag(tiny_run):
     r = run(["train.py", *TINY, "--out", tiny_run], check=False)
     assert r.returncode != 0 and "--resume" in r.stderr + r.stdout
