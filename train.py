@@ -396,8 +396,11 @@ def text_tokenizer_path(cfg: TrainConfig, llm_dir: str | None) -> str | None:
 def check_run_tokenizer(tok, text_path: str | None, run_dir: str):
     """Tokenizers already in the run directory (a resumed run, or copied in by bench/ablations.py) must be the ones
     this run asks for: a run whose report ids index another tokenizer's rows would train, silently wrong."""
-    ours = tk.load_text_tokenizer(text_path).to_str() if text_path else None
-    if (tok.text.to_str() != ours) if text_path else tok.vocab.text_rows is not None:
+    if text_path:
+        wrong = tok.text.to_str() != tk.load_text_tokenizer(text_path).to_str()
+    else:  # our own BPE: never a trimmed LLM vocabulary
+        wrong = tok.vocab.text_rows is not None
+    if wrong:
         raise SystemExit(f"error: the text tokenizer in {run_dir} is not {text_path or 'a BPE of its own'}, which this "
                          f"run asks for (--init-from / --text-tokenizer): its tokenizers come from another run; "
                          f"choose another --out")

@@ -265,3 +265,13 @@ def test_trim_speed_bench_times_both_vocabularies(llm):
     r = trim_speed.main(["--init-from", llm, "--n-layers", "1", "--batch", "2", "--n-reports", "50", "--threads", "1",
                          "--warmup", "0", "--repeats", "1"])
     assert r["vocab"]["full"] > r["vocab"]["trimmed"] and set(r["ms"]) == {"full", "trimmed"} and r["speedup"] > 0
+
+
+def test_tokenizers_of_another_kind_in_the_run_directory_are_refused(llm_run, tmp_path):
+    """A run asking for our own BPE must not train on a trimmed LLM vocabulary copied into its directory."""
+    out = tmp_path / "mixed"
+    os.makedirs(out)
+    for f in ("vqvae.pt", "tokenizer.json", "vocab.json"):
+        shutil.copy(os.path.join(llm_run, f), out / f)
+    r = run(["train.py", *TINY, "--steps", "1", "--skip-eval", "--out", str(out)], check=False)
+    assert r.returncode != 0 and "not a BPE of its own" in r.stderr + r.stdout and "Traceback" not in r.stderr
