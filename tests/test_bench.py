@@ -9,6 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import data_speed  # noqa: E402
+import learning_curve  # noqa: E402
 import sample_speed  # noqa: E402
 import train_speed  # noqa: E402
 
@@ -66,3 +67,24 @@ def test_data_speed_reports_a_share_for_each_loader():
     assert set(out["loaders"]) == {"train.py", "uint16-ram", "memmap"}
     assert out["step_ms"] > 0
     assert all(0 < v["share"] < 1 and v["fetch_us"] > 0 for v in out["loaders"].values())
+
+
+def test_loss_curves_read_train_logs_and_keep_the_resumed_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.txt").write_text(
+        "medim train | device cpu\n"
+        "step 0 | loss 31.4982 | text 34.365 | image 12.526 | lr 2.00e-05 | grad norm 166.84 | 5772 ms | 215 tok/s\n"
+        "step 50 | loss 3.0587 | text 2.344 | image 5.398 | lr 1.00e-03 | grad norm 19.13 | 1560 ms | 795 tok/s\n"
+        "resumed from step 50\n"
+        "step 50 | loss 3.0000 | text 2.000 | image 5.000 | lr 1.00e-03 | grad norm 19.13 | 1560 ms | 795 tok/s\n"
+        "step 100 | loss 2.5 | text 1.5 | image 4.0 | lr 9.73e-04 | grad norm 5.35 | 1474 ms | 841 tok/s\n")
+    assert learning_curve.read_loss(str(run)) == [{"step": 0, "text": 34.365, "image": 12.526},
+                                                   {"step": 50, "text": 2.0, "image": 5.0},
+                                                   {"step": 100, "text": 1.5, "image": 4.0}]
+    out = tmp_path / "loss.png"
+    learning_curve.main([str(run), "--loss", "--x", "step", "--out", str(out)])
+    assert out.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no 'step N"):
+        (run / "log.txt").write_text("nothing logged\n")
+        learning_curve.read_loss(str(run))
