@@ -4,10 +4,12 @@ baselines, the table, and the command line.
     python eval.py --run runs/default                    # all tasks, all metrics -> metrics.json + a markdown table
     python eval.py --run runs/default --i2t-cfg-scale 0 --out runs/default/metrics_unguided.json
     python eval.py --fid DIR_A DIR_B --inception-weights pt_inception-2015-12-05-6726825d.pth
+    python eval.py --is DIR --inception-weights pt_inception-2015-12-05-6726825d.pth   # Inception Score, 10 splits
     python eval.py --reports GEN_DIR REF_DIR             # text_{i}.txt pairs, as MeDiM's report_metric.py
 
 The metrics themselves live in eval_text.py (BLEU, METEOR, ROUGE-L, CIDEr-D) and eval_image.py (FID, the oracle
-classifier, FD-oracle); the protocol is in docs/paper-notes.md "Evaluation protocol" and docs/metrics.md.
+classifier, FD-oracle, the Inception Score); the protocol is in docs/paper-notes.md
+"Evaluation protocol" and docs/metrics.md.
 """
 import os
 
@@ -25,7 +27,8 @@ import data
 from data.common import write_atomic
 from data.labeler import chexpert_labels, report_labels
 from data.synthetic import CXR_FINDINGS, PATH_FINDINGS
-from eval_image import ORACLE_STEPS, fd_oracle, fd_oracle_floor, fid_folders, train_oracle
+from eval_image import (IS_SPLITS, ORACLE_STEPS, fd_oracle, fd_oracle_floor, fid_folders, inception_score_folder,
+                        train_oracle)
 from eval_text import report_metrics
 from medim import SamplerConfig
 from sample import (add_sampler_flags, condition_on_images, condition_on_reports, generate, load_run,
@@ -264,13 +267,15 @@ def _parse_setting(kv: str) -> tuple[str, object]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate MeDiM runs, image folders (FID) or report folders.")
+    p = argparse.ArgumentParser(description="Evaluate MeDiM runs, image folders (FID, IS) or report folders.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run directory: all tasks, all metrics -> metrics.json + a markdown table")
     g.add_argument("--fid", nargs=2, metavar=("DIR_A", "DIR_B"), help="FID between two image folders (like pytorch-fid)")
+    g.add_argument("--is", dest="is_dir", metavar="DIR",
+                   help=f"Inception Score of an image folder (mean ± std over {IS_SPLITS} splits, the FID Inception-v3)")
     g.add_argument("--reports", nargs=2, metavar=("GEN_DIR", "REF_DIR"), help="report metrics over text_{i}.txt pairs")
     p.add_argument("--inception-weights", default=os.environ.get("MEDIM_INCEPTION", ""),
-                   help="path to pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights)")
+                   help="path to pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights; --fid and --is)")
     p.add_argument("--n-eval", type=int, default=0, help="--run: test pairs per domain (default: the run's n_eval)")
     p.add_argument("--out", default="", help="--run: where metrics go (default RUN/metrics.json; another name to compare)")
     p.add_argument("--raw-weights", action="store_true", help="--run: the raw weights instead of the EMA weights")
@@ -280,11 +285,18 @@ def main(argv=None):
                    help="--run: a sampler setting by its field name, the same as its flag: --set cfg_scale=2 is "
                         "--cfg-scale 2")
     args = p.parse_args(argv)
-    if args.fid:
-        for d in args.fid:
+    if args.fid or args.is_dir:
+        for d in args.fid or [args.is_dir]:
             if not os.path.isdir(d):
-                p.error(f"--fid: {d} is not a directory")
-        print(f"FID: {fid_folders(args.fid[0], args.fid[1], args.inception_weights, device=args.device):.4f}")
+                p.error(f"--{'fid' if args.fid else 'is'}: {d} is not a directory")
+        try:  # a missing or wrong weight file, too few images: the message, not a traceback
+            if args.fid:
+                print(f"FID: {fid_folders(args.fid[0], args.fid[1], args.inception_weights, device=args.device):.4f}")
+            else:
+                mean, std = inception_score_folder(args.is_dir, args.inception_weights, device=args.device)
+                print(f"IS: {mean:.4f} ± {std:.4f} ({IS_SPLITS} splits)")
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
         return
     if args.reports:
         gen, ref = _read_text_pairs(*args.reports)

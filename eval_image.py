@@ -1,14 +1,16 @@
 """Image metrics for MeDiM, self-contained (torch / numpy / scipy): FID between image folders as pytorch-fid 0.3.0
 computes it (github.com/mseitzer/pytorch-fid fid_score.py, inception.py; Heusel et al. 2017, arXiv 1706.08500; the
-Inception-v3 of Szegedy et al. 2016, arXiv 1512.00567), and the oracle classifier with FD-oracle, our offline
-stand-ins on the synthetic data (docs/data.md "Synthetic data"). FD-oracle is NOT FID and must never be reported as FID.
-Definitions: docs/metrics.md "FID", "The FID Inception network", "Inception weights".
+Inception-v3 of Szegedy et al. 2016, arXiv 1512.00567), the Inception Score from the same network (Salimans et al. 2016,
+arXiv 1606.03498), and the oracle classifier with FD-oracle, our offline stand-ins on the synthetic data (docs/data.md
+"Synthetic data"). FD-oracle is NOT FID and must never be reported as FID.
+Definitions: docs/metrics.md "FID", "Inception Score", "The FID Inception network", "Inception weights".
 """
 import os
 import time
 
 import numpy as np
 import scipy.linalg
+import scipy.special
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -187,7 +189,7 @@ class FIDInceptionE(nn.Module):
 class InceptionV3FID(nn.Module):
     """pytorch-fid's InceptionV3 (output block 3): float images (B, 3, H, W) in [0, 1] -> pool3 features (B, 2048).
     Resized to 299x299 (bilinear, align_corners=False, no antialias), then scaled to [-1, 1] (no ImageNet transform_input).
-    fc (1008 classes, the third difference) is unused here but kept so the weight file loads strictly."""
+    fc (1008 classes, the third difference) is unused by FID; `logits` reads its weight for the Inception Score."""
 
     def __init__(self):
         super().__init__()
@@ -219,6 +221,12 @@ class InceptionV3FID(nn.Module):
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))                            # (B, 2048, 8, 8)
         return x.mean(dim=(2, 3))                                                     # (B, 2048) pool3, block 3
 
+    def logits(self, x):
+        """(B, 3, H, W) in [0, 1] -> (B, 1008) class logits for the Inception Score: pool3 @ fc.weight.T, without
+        fc.bias. The IS code of Salimans et al. 2016 (openai/improved-gan, inception_score/model.py) takes the graph's
+        softmax/logits/MatMul, before the bias is added; torch-fidelity's "logits_unbiased" is the same."""
+        return self(x) @ self.fc.weight.T                                             # (B, 1008)
+
 
 def load_fid_inception(weights_path=None, device="cpu"):
     """InceptionV3FID with the standard FID weights from a local file. weights_path=None looks where pytorch-fid's
@@ -226,9 +234,9 @@ def load_fid_inception(weights_path=None, device="cpu"):
     path = weights_path or os.path.join(torch.hub.get_dir(), "checkpoints", FID_WEIGHTS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"FID needs the Inception-v3 FID weight file {FID_WEIGHTS_FILE} (pytorch-fid's port of TF inception-2015-12-05); "
-            f"not found at {path}. Download it (once, by hand) from {FID_WEIGHTS_URL} and pass its path with "
-            f"--inception-weights PATH (python eval.py --fid DIR_A DIR_B --inception-weights PATH), "
+            f"FID and IS need the Inception-v3 FID weight file {FID_WEIGHTS_FILE} (pytorch-fid's port of TF "
+            f"inception-2015-12-05); not found at {path}. Download it (once, by hand) from {FID_WEIGHTS_URL} and pass its "
+            f"path with --inception-weights PATH (python eval.py --fid DIR_A DIR_B, or --is DIR, --inception-weights PATH), "
             f"or put it at {os.path.join(torch.hub.get_dir(), 'checkpoints', FID_WEIGHTS_FILE)}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -250,13 +258,14 @@ def load_fid_inception(weights_path=None, device="cpu"):
 IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")  # pytorch-fid's list, lowercase only
 
 
-def image_files(folder):
+def image_files(folder, at_least=2, metric="FID"):
     """Sorted image files of one folder, matched like pytorch-fid (lower-case extensions only, no recursion)."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS)
-    if len(files) < 2:
-        raise ValueError(f"{folder}: FID needs at least 2 images ({', '.join(IMAGE_EXTENSIONS)}), found {len(files)}")
+    if len(files) < at_least:
+        raise ValueError(f"{folder}: {metric} needs at least {at_least} images ({', '.join(IMAGE_EXTENSIONS)}), "
+                         f"found {len(files)}")
     return files
 
 
@@ -269,9 +278,11 @@ def read_rgb(path):
     return np.asarray(img.convert("RGB"))
 
 
-def inception_features(model, images, batch_size=50, device="cpu"):
-    """Images (uint8 arrays (H, W) / (H, W, 3), or file paths) -> float64 (N, 2048) pool3 features, in batches like pytorch-fid.
+def inception_features(model, images, batch_size=50, device="cpu", logits=False):
+    """Images (uint8 arrays (H, W) / (H, W, 3), or file paths) -> float64 (N, 2048) pool3 features, in batches like pytorch-fid;
+    logits=True gives the (N, 1008) Inception Score logits (InceptionV3FID.logits) of the same input instead.
     Each image is resized to 299 on its own (the same bilinear resize the model would do), so sizes may be mixed."""
+    run = model.logits if logits else model
     feats = []
     for i in range(0, len(images), batch_size):
         batch = []
@@ -281,7 +292,7 @@ def inception_features(model, images, batch_size=50, device="cpu"):
             x = torch.from_numpy(rearrange(arr, "h w c -> 1 c h w").astype(np.float32) / 255)  # ToTensor: [0, 1]
             batch.append(F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False))
         with torch.no_grad():
-            feats.append(model(torch.cat(batch).to(device)).double().cpu().numpy())  # (b, 2048)
+            feats.append(run(torch.cat(batch).to(device)).double().cpu().numpy())  # (b, 2048) or (b, 1008)
     return np.concatenate(feats)
 
 
@@ -293,6 +304,42 @@ def fid_folders(dir_a, dir_b, weights_path=None, batch_size=50, device="cpu"):
     mu_a, sigma_a = stats(inception_features(model, files_a, batch_size, device))
     mu_b, sigma_b = stats(inception_features(model, files_b, batch_size, device))
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+
+
+IS_SPLITS = 10  # the paper's code and torch-fidelity's default
+
+
+def inception_score(scores, splits=IS_SPLITS, probabilities=False):
+    """(N, K) class logits (or, with probabilities=True, rows of p(y|x)) -> (mean, std) Inception Score over `splits`
+    parts, in float64. Salimans et al. 2016, "Improved Techniques for Training GANs", §4:
+
+        IS = exp(E_x KL(p(y|x) || p(y))),   p(y) = E_x p(y|x), the marginal over the part's images
+
+    As the paper's code: the rows are cut in order into parts [i·N // splits, (i+1)·N // splits) (no shuffle;
+    torch-fidelity shuffles by default), each part gets its own p(y), and the result is the mean and the population
+    std (ddof 0) of the per-part scores. It runs from 1 (every image gets the same p(y|x)) to K (each image certain
+    of one class, the classes used evenly)."""
+    x = np.asarray(scores, dtype=np.float64)
+    if x.ndim != 2 or len(x) < splits or splits < 1:
+        raise ValueError(f"inception_score: need (N >= splits = {splits}, K) scores, got shape {x.shape}")
+    if probabilities and (x.min() < 0 or not np.allclose(x.sum(axis=1), 1, atol=1e-4)):
+        raise ValueError("inception_score: probabilities=True needs non-negative rows that sum to 1")
+    p = x if probabilities else scipy.special.softmax(x, axis=1)  # (N, K) p(y|x)
+    n, per_split = len(p), []
+    for i in range(splits):
+        part = p[i * n // splits:(i + 1) * n // splits]          # (n_i, K)
+        p_y = part.mean(axis=0, keepdims=True)                    # (1, K) p(y)
+        kl = scipy.special.rel_entr(part, p_y).sum(axis=1)        # (n_i,) KL(p(y|x) || p(y)); 0·log 0 = 0
+        per_split.append(np.exp(kl.mean()))
+    return float(np.mean(per_split)), float(np.std(per_split))
+
+
+def inception_score_folder(folder, weights_path=None, batch_size=50, device="cpu", splits=IS_SPLITS):
+    """(mean, std) Inception Score of the images of one folder, listed, read and resized as for FID (fid_folders)."""
+    files = image_files(folder, at_least=splits, metric=f"IS over {splits} splits")
+    model = load_fid_inception(weights_path, device)
+    print(f"IS: {len(files)} images in {folder}, {splits} splits")
+    return inception_score(inception_features(model, files, batch_size, device, logits=True), splits)
 
 
 # --- Oracle classifier for the synthetic data: a small CNN trained on real synthetic images to predict their ground-truth
