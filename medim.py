@@ -462,7 +462,7 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     return loss, stats
 
 # ----------------------------------------------------------------------------------------------------------------------
-#### Sampler (MaskGIT/LLaDA): reveal counts, Gumbel-perturbed confidence, classifier-free guidance in one batch
+#### Sampler (MaskGIT/LLaDA): reveal counts, noisy confidence, batched CFG; faster decoders (Fast-dLLM, ReMDM)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -470,14 +470,19 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
 class SamplerConfig:
     """How sample() fills the masks: one place for every sampler setting and its default (this repository's measured
     choices, docs/experiments.md; train.PAPER lists the paper's). Each field keeps its name from the command-line flag
-    (--cfg-scale) to the checkpoint (ck['sampler']) and here."""
+    (--cfg-scale) to the checkpoint (ck['sampler']) and here. The last four are faster or refining decoders
+    (docs/paper-notes.md "Sampling"); their defaults leave the sampler as it was."""
     sample_steps: int = 16          # MaskGIT steps per modality, at most one per masked token
-    text_steps: int = 0             # text-slot steps; 0 = one per slot if text_left_to_right, else sample_steps
+    text_steps: int = 0             # text-slot steps; 0 = one per slot if left to right or in blocks, else sample_steps
     cfg_scale: float = 2.0          # guidance w at image slots (report -> image): logits (1 + w) c - w u; 0 = off
     i2t_cfg_scale: float = 2.0      # guidance w at text slots (image -> report)
     temperature: float = 1.0        # Gumbel noise on the confidence, annealed to 0 (MaskGIT's choice temperature)
     token_temperature: float = 0.0  # tokens drawn from softmax(log p / token_temperature); 0 = argmax, 1 = the model's
     text_left_to_right: bool = True  # reveal text slots in position order, not by confidence
+    threshold: float = 0.0          # Fast-dLLM: also reveal every slot whose drawn token has p > threshold; 0 = off
+    text_block: int = 0             # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
+    remask_steps: int = 0           # ReMDM-loop steps after the last reveal, each re-predicting the least sure tokens
+    remask_ratio: float = 0.1       # share of each modality's generated tokens put back to [MASK] per remask step
 
     def __post_init__(self):
         if self.sample_steps < 1 or self.text_steps < 0:
@@ -486,6 +491,13 @@ class SamplerConfig:
         if self.temperature < 0 or self.token_temperature < 0:
             raise ValueError(f"SamplerConfig: temperatures must be >= 0, got temperature {self.temperature}, "
                              f"token_temperature {self.token_temperature}")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"SamplerConfig: threshold must be in [0, 1] (0 = off), got {self.threshold}")
+        if self.text_block < 0 or self.remask_steps < 0:
+            raise ValueError(f"SamplerConfig: text_block and remask_steps must be >= 0, got {self.text_block}, "
+                             f"{self.remask_steps}")
+        if not 0 < self.remask_ratio <= 1:
+            raise ValueError(f"SamplerConfig: remask_ratio must be in (0, 1], got {self.remask_ratio}")
 
     @classmethod
     def from_dict(cls, d):
@@ -545,6 +557,21 @@ def guided_logits(model, x, t, x_uncond, t_uncond, w, logits_at=None):
     return (1 + w) * c - w * u
 
 
+def choose_reveals(candidates, n, score=None, sure=None):
+    """bool (B, T): the slots to reveal among candidates (B, T) bool: the n[b] (B,) best of row b by score (B, T), or
+    its n[b] leftmost when score is None; plus the sure slots (B, T) bool (Fast-dLLM), which the leftmost order only
+    takes as the unbroken run right after those n, so a report revealed left to right never has holes."""
+    if score is not None:
+        picked = top_n_per_row(score.masked_fill(~candidates, float('-inf')), n)
+        return (picked | sure if sure is not None else picked) & candidates
+    rank = candidates.cumsum(1) - 1                                              # (B, T) order among the candidates
+    stop_here = candidates & (rank >= n[:, None])
+    if sure is not None:
+        stop_here &= ~sure
+    stop = torch.where(stop_here, rank, candidates.shape[1]).amin(1)             # (B,) first rank left masked
+    return candidates & (rank < stop[:, None])
+
+
 @torch.no_grad()
 def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
     """Fill every [MASK] of x (B, T) by MaskGIT-style iterative unmasking (MaskGIT; MeDiM §3.2; docs/paper-notes.md
@@ -564,8 +591,18 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
         official r_temp * t).
       - text_left_to_right reveals text slots in position order, the same number per step, instead of by confidence,
         which fills "no", ".", "is" first and repeats words (docs/experiments.md: +0.10 to 0.14 label F1).
-    The time input is each row's masked share of diffused tokens, as in training. Tokens are only written at masked
-    slots, so nothing revealed is re-masked. Text is not cut at <eos> here (the caller does). Returns x, all filled."""
+      - threshold (Fast-dLLM, Wu et al. 2025, arXiv 2505.22618, parallel decoding by confidence): each step also
+        reveals every candidate slot whose drawn token has p > threshold, and at least one slot per row and modality,
+        so the count tables become a floor and rows finish at their own pace. Left-to-right text takes the sure slots
+        as a run after the leftmost one (choose_reveals); in blocks, any sure slot of the current block.
+      - text_block (LLaDA, Nie et al. 2025, arXiv 2502.09992, generate.py block_length): each row's text slots to fill
+        are cut into blocks of text_block, left to right; a block is only worked on once the ones before it are full,
+        and inside it slots go by confidence. text_block=1 is left to right, one slot per step.
+      - remask_steps (ReMDM, Wang et al. 2025, arXiv 2503.00307, the "loop" schedule held at the end): after the last
+        reveal, each step puts the remask_ratio least sure generated tokens of each modality back to [MASK] (sure =
+        p of the token when it was drawn) and fills them again in one forward. Only generated tokens are touched.
+    The time input is each row's masked share of diffused tokens, as in training. Rows with nothing masked left skip
+    the forward. Text is not cut at <eos> here (the caller does). Returns x, all filled."""
     sampler = sampler or SamplerConfig()
     mask_id = model.cfg.mask_id
     if mask_id < 0:
@@ -579,61 +616,77 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
     cond = (seg > 0) & ~todo                                  # the condition: never changes; masked in the uncond rows
     vocab = segment_vocab(legal.to(x.device), mask_id)                                   # segment -> legal ids
     n_diffused = (seg > 0).sum(1).clamp(min=1)                                            # (B,)
+    blocks = sampler.text_block > 0
     tables = {}                                                                           # segment -> (B, S_seg)
     for s in (IMAGE, TEXT):
         n = (todo & (seg == s)).sum(1)                                                    # (B,)
         if n.max() > 0:
-            ltr = s == TEXT and sampler.text_left_to_right
+            linear = s == TEXT and (sampler.text_left_to_right or blocks)
             s_steps = sampler.sample_steps
             if s == TEXT and sampler.text_steps:
                 s_steps = sampler.text_steps
-            elif ltr:
+            elif linear:
                 s_steps = int(n.max())                                                    # one slot per step
-            tables[s] = reveal_counts(n, max(1, min(s_steps, int(n.max()))), 'linear' if ltr else 'arccos')
+            tables[s] = reveal_counts(n, max(1, min(s_steps, int(n.max()))), 'linear' if linear else 'arccos')
     S = max((tab.shape[1] for tab in tables.values()), default=0)
-    positions = torch.arange(T, device=x.device, dtype=torch.float64).expand(B, T)
+    by_position = {IMAGE: False, TEXT: sampler.text_left_to_right and not blocks}
+    # (B, T) the block of each text slot to fill: its rank among its row's text slots to fill // text_block
+    block = ((todo & (seg == TEXT)).cumsum(1) - 1) // max(1, sampler.text_block)
     scale = {IMAGE: sampler.cfg_scale, TEXT: sampler.i2t_cfg_scale}
     use_cfg = bool(cond.any()) and any(scale[s] != 0 for s in tables)
     scale_at = torch.where(seg == IMAGE, scale[IMAGE], scale[TEXT])                      # (B, T)
 
     def denoise(x, masked, token_temperature):
-        """One denoiser call (guided when CFG is on), then a token drawn at every masked slot from SUBS there
-        (subs_logprobs). Returns the ids and their log-probs, (M,) each."""
-        t = masked.sum(1) / n_diffused
-        rows = segment_rows(seg[masked])                                                  # segment -> (M_s,)
+        """One denoiser call (guided when CFG is on) on the rows with a masked slot, then a token drawn at every masked
+        slot from SUBS there (subs_logprobs). Returns the ids and their log-probs, (M,) each."""
+        live = masked.any(1).nonzero().squeeze(1)                                        # (B',) the others are done
+        x, masked, seg_, cond_, todo_, scale_ = (a[live] for a in (x, masked, seg, cond, todo, scale_at))
+        t = masked.sum(1) / n_diffused[live]
+        rows = segment_rows(seg_[masked])                                                 # segment -> (M_s,)
         if not use_cfg:
             logits = model(x, t, logits_at=masked)                                        # (M, V)
         else:
-            x_u = torch.where(cond, mask_id, x)
-            t_u = (x_u == mask_id).sum(1) / n_diffused
-            remaining = (masked & todo).sum(1) / todo.sum(1).clamp(min=1)                # 1 at the start, 0 at the end
-            w = (1 - remaining)[:, None] * scale_at                                       # (B, T)
+            x_u = torch.where(cond_, mask_id, x)
+            t_u = (x_u == mask_id).sum(1) / n_diffused[live]
+            remaining = (masked & todo_).sum(1) / todo_.sum(1).clamp(min=1)              # 1 at the start, 0 at the end
+            w = (1 - remaining)[:, None] * scale_                                         # (B', T)
             logits = guided_logits(model, x, t, x_u, t_u, w, logits_at=masked)            # (M, V)
         drawn = torch.zeros(len(logits), dtype=torch.long, device=x.device)
         logp_drawn = torch.zeros(len(logits), dtype=torch.float64, device=x.device)
         for s, logp in subs_logprobs(logits, rows, vocab).items():                        # (M_s, V_s)
             k = draw_tokens(logp, token_temperature, generator)                           # (M_s,) columns
             drawn[rows[s]], logp_drawn[rows[s]] = vocab[s][k], logp.gather(1, k[:, None]).squeeze(1).double()
-        return drawn, logp_drawn
+        return drawn, logp_drawn  # row-major over the masked slots of all B rows: the done rows have none
 
-    for i in range(S):
-        masked = x == mask_id                                                             # (B, T)
+    sure_of = torch.zeros(B, T, dtype=torch.float64, device=x.device)                    # log p of each drawn token
+    i = 0
+    while (masked := x == mask_id).any():                                               # (B, T)
         drawn, logp_drawn = denoise(x, masked, sampler.token_temperature)                 # (M,) one per masked slot
         tokens = torch.full_like(x, mask_id).masked_scatter_(masked, drawn)               # (B, T)
-        conf = torch.zeros(B, T, dtype=torch.float64, device=x.device).masked_scatter_(masked, logp_drawn)
-        conf = conf + sampler.temperature * (1 - (i + 1) / S) * gumbel((B, T), generator, x.device)
+        logp = torch.zeros(B, T, dtype=torch.float64, device=x.device).masked_scatter_(masked, logp_drawn)
+        conf = logp + sampler.temperature * max(0.0, 1 - (i + 1) / S) * gumbel((B, T), generator, x.device)
         reveal = torch.zeros_like(masked)
         for s, table in tables.items():
-            if i >= table.shape[1]:
-                continue
-            candidates = masked & (seg == s)
-            ltr = s == TEXT and sampler.text_left_to_right
-            score = -positions if ltr else conf  # leftmost first, or most confident
-            reveal |= top_n_per_row(score.masked_fill(~candidates, float('-inf')), table[:, i]) & candidates
+            candidates = masked & (seg == s)                                              # (B, T)
+            if s == TEXT and blocks:  # only the row's first block with a masked slot
+                candidates &= block == torch.where(candidates, block, T).amin(1, keepdim=True)
+            # the table's count, or one per step for what a block left over past the table's end
+            n = table[:, i] if i < table.shape[1] else torch.ones_like(table[:, 0])        # (B,)
+            sure = None
+            if sampler.threshold:
+                n, sure = n.clamp(min=1), logp.exp() > sampler.threshold
+            reveal |= choose_reveals(candidates, n, None if by_position[s] else conf, sure)
         x = torch.where(reveal, tokens, x)
-    masked = x == mask_id
-    if masked.any():  # a guard (the count tables reveal everything): argmax-fill leftovers, the official noise removal
-        x = x.masked_scatter(masked, denoise(x, masked, 0.0)[0])
+        sure_of = torch.where(reveal, logp, sure_of)
+        i += 1
+    for _ in range(sampler.remask_steps):
+        redo = torch.zeros_like(todo)                                                     # (B, T) back to [MASK]
+        for s in tables:
+            generated = todo & (seg == s)                                                 # (B, T)
+            k = (generated.sum(1) * sampler.remask_ratio).ceil().long()                   # (B,) at least one
+            redo |= top_n_per_row((-sure_of).masked_fill(~generated, float('-inf')), k) & generated  # k least sure
+        drawn, logp_drawn = denoise(x.masked_fill(redo, mask_id), redo, sampler.token_temperature)
+        x, sure_of = x.masked_scatter(redo, drawn), sure_of.masked_scatter(redo, logp_drawn)
     return x
 
 # ----------------------------------------------------------------------------------------------------------------------
