@@ -31,8 +31,8 @@ from eval_image import (IS_SPLITS, ORACLE_STEPS, fd_oracle, fd_oracle_floor, fid
                         train_oracle)
 from eval_text import report_metrics
 from medim import SamplerConfig
-from sample import (add_sampler_flags, condition_on_images, condition_on_reports, generate, load_run,
-                    sampler_from_flags, save_grid)
+from sample import (add_sampler_flags, condition_on_images, condition_on_prompt, condition_on_reports, generate,
+                    load_run, sampler_from_flags, save_grid)
 
 #### Label metrics, always printed beside trivial baselines
 
@@ -85,6 +85,70 @@ def trivial_baselines(true, train_prior=None, names=None):
             "prior_sampling": expected}
 
 
+#### Joint pairs: do the generated image and the generated report agree?
+
+def cohen_kappa(a, b) -> float:
+    """Cohen's kappa of two 0/1 raters over the same N items: (p_o - p_e) / (1 - p_e), p_o the observed agreement and
+    p_e the agreement expected from each rater's own positive rate. 0 = chance, 1 = perfect. When both raters give
+    one class to every item (p_e = 1) it is 1 if they agree and 0 if not (nothing beyond chance to measure)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    p_o = float((a == b).mean())
+    p_e = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+    return (1.0 if p_o == 1 else 0.0) if p_e == 1 else (p_o - p_e) / (1 - p_e)
+
+
+def pair_coherence(image_labels, report_labels, names) -> dict:
+    """How well the findings read off each image (the oracle) agree with those read off its report (the labeler), (N, F)
+    0/1 each: per-finding agreement and kappa, their means, and macro-F1 of the image findings against the report's."""
+    img, rep = check_label_matrix(image_labels, "image_labels", len(names)), check_label_matrix(report_labels,
+                                                                                                  "report_labels", len(names))
+    kappa = {n: cohen_kappa(img[:, j], rep[:, j]) for j, n in enumerate(names)}
+    agree = {n: float((img[:, j] == rep[:, j]).mean()) for j, n in enumerate(names)}
+    return {"kappa": float(np.mean(list(kappa.values()))), "agreement": float(np.mean(list(agree.values()))),
+            "f1_macro": label_metrics(img, rep, names)["f1_macro"], "kappa_per_finding": kappa,
+            "agreement_per_finding": agree}
+
+
+def nearest_image_distance(images, reference) -> float:
+    """Mean over `images` of the RMS pixel distance (0..1 scale) to the nearest `reference` image: generated images
+    much closer to the training set than real test images are would be copies (memorisation)."""
+    flat = lambda ims: np.stack([np.asarray(im, dtype=np.float32).reshape(-1) / 255 for im in ims])  # (N, P)
+    a, r = flat(images), flat(reference)
+    d2 = (a ** 2).sum(1)[:, None] + (r ** 2).sum(1)[None] - 2 * a @ r.T                           # (N, R) squared L2
+    return float(np.sqrt(np.clip(d2.min(1), 0, None) / a.shape[1]).mean())
+
+
+# The first words of a report that name one finding: prompted joint pairs should show it in both the image and the report.
+JOINT_PROMPTS = {"cxr": ("FINDINGS: There is marked enlargement of the cardiac silhouette.", "cardiomegaly"),
+                 "path": ("The nuclei vary greatly in size and shape.", "pleomorphism")}
+
+
+def joint_metrics(gen_images, gen_reports, real_pairs, train_pairs, oracle, names, domain, seed) -> dict:
+    """Generated pairs (a list of images, a list of reports) judged as pairs: coherence beside the same numbers for real
+    test pairs (the ceiling) and for real pairs shuffled against each other (the floor); each finding's prevalence in
+    the generated images and reports against the training prior; diversity (share of distinct reports) and memorisation
+    (nearest-training-image distance, beside that of real test images)."""
+    img_gen = np.asarray(oracle.predict(gen_images))
+    rep_gen = np.array([_binary(report_labels(r, domain), names) for r in gen_reports])
+    img_real = np.asarray(oracle.predict([p.image for p in real_pairs]))
+    rep_real = np.array([_binary(report_labels(p.report, domain), names) for p in real_pairs])
+    shuffled = np.random.default_rng(seed).permutation(len(real_pairs))
+    prior = np.array([_binary(p.labels, names) for p in train_pairs]).mean(0)
+    prevalence = {n: {"train": float(prior[j]), "image": float(img_gen[:, j].mean()), "report": float(rep_gen[:, j].mean())}
+                  for j, n in enumerate(names)}
+    train_images = [p.image for p in train_pairs[:2000]]
+    return {"n": len(gen_reports),
+            "coherence": pair_coherence(img_gen, rep_gen, names),
+            "coherence_real": pair_coherence(img_real, rep_real, names),
+            "coherence_shuffled": pair_coherence(img_real, rep_real[shuffled], names),
+            "prevalence": prevalence,
+            "prevalence_max_gap": max(max(abs(v["image"] - v["train"]), abs(v["report"] - v["train"]))
+                                      for v in prevalence.values()),
+            "distinct_reports": len(set(gen_reports)) / max(1, len(gen_reports)),
+            "nearest_train_distance": nearest_image_distance(gen_images, train_images),
+            "nearest_train_distance_real": nearest_image_distance([p.image for p in real_pairs], train_images)}
+
+
 #### Evaluating a trained run
 
 def loader_options(shuffle_sentences: bool, text: str) -> dict:
@@ -120,7 +184,7 @@ def _binary(labels: dict, names) -> list[int]:
 
 
 def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig, *, seed: int, oracle_steps: int,
-             run_dir: str, grid_path: str | None = None, with_fd_oracle: bool = True) -> dict:
+             run_dir: str, grid_path: str | None = None, with_fd_oracle: bool = True, with_joint: bool = True) -> dict:
     """All tasks, all metrics, on `pairs` (evaluation_data: the first n_eval test pairs of each domain), each number
     beside its trivial baseline.
 
@@ -134,7 +198,8 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
       seed           also seeds each oracle and the baseline's random reports
       oracle_steps   training steps of each domain's oracle, cached in run_dir/oracle_<domain>
       grid_path      where a grid of real / generated pairs goes (None: no grid)
-      with_fd_oracle False skips FD-oracle (the quick evaluations of a learning curve)"""
+      with_fd_oracle False skips FD-oracle (the quick evaluations of a learning curve)
+      with_joint     False skips the joint pairs (synthetic data only: they are judged by the oracle and the labeler)"""
     n = len(pairs)
     images, reports, domains = [p.image for p in pairs], [p.report for p in pairs], [p.domain for p in pairs]
     model.eval()
@@ -142,6 +207,7 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
     gen_images = [im for _, im, _ in generate(model, tok, condition_on_reports(tok, reports, domains), sampler,
                                                seed=seed + 1)]
     metrics = {"n_eval": n, "per_domain": {}}
+    joint_examples = []  # (image, report) generated together, for the grid
     for domain in sorted(set(domains)):
         idx = [i for i, d in enumerate(domains) if d == domain]
         synthetic = all(pairs[i].uid.startswith("synthetic") for i in idx)  # ground-truth labels and an oracle exist
@@ -181,10 +247,19 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
                 half = len(rimgs) // 2
                 m["t2i"]["fd_oracle"] = fd_oracle(oracle, rimgs[:half], gimgs[half:2 * half])
                 m["t2i"]["fd_oracle_real_floor"] = fd_oracle_floor(oracle, rimgs)
+            if with_joint:  # image and report generated together: unconditional, then from a report's first words
+                m["joint"] = {}
+                for name, (prompt, finding) in (("unconditional", ("", "")), ("prompted", JOINT_PROMPTS[domain])):
+                    out = generate(model, tok, condition_on_prompt(tok, len(idx), domain, prompt), sampler, seed=seed + 2)
+                    gen_r, gen_i = [r for r, _, _ in out], [im for _, im, _ in out]
+                    m["joint"][name] = joint_metrics(gen_i, gen_r, [pairs[i] for i in idx], train_same, oracle, names,
+                                                     domain, seed)
+                    m["joint"][name].update(prompt=prompt, prompt_finding=finding)
+                    joint_examples += list(zip(gen_i, gen_r))[:3]
         metrics["per_domain"][domain] = m
     # the top level holds the mean over domains (the only domain, for single-domain runs), as the paper's Table 4 does
     doms = list(metrics["per_domain"].values())
-    for task in ("i2t", "t2i", "oracle", "i2t_baselines", "t2i_baselines", "i2t_baseline_random_train_report"):
+    for task in ("i2t", "t2i", "oracle", "i2t_baselines", "t2i_baselines", "i2t_baseline_random_train_report", "joint"):
         if all(task in d for d in doms):
             metrics[task] = _mean_dicts([d[task] for d in doms])
     if getattr(tok, "stats", None):
@@ -195,6 +270,9 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
         for i in range(k):
             cells += [images[i], gen_images[i], images[i]]
             caps += ["REAL: " + reports[i], "GENERATED IMAGE from the report at left", "GENERATED REPORT: " + gen_reports[i]]
+        for image, report in joint_examples[:3]:  # a last row: pairs generated together (unconditional first)
+            cells.append(image)
+            caps.append("JOINT (image and report generated together): " + report)
         save_grid(cells, caps, grid_path, cols=3)
     return metrics
 
@@ -242,6 +320,18 @@ def format_table(m: dict) -> str:
         rows.append(f"| t2i label accuracy (oracle) | {t['label_acc']:.3f} | {b('all_negative', 'acc')} |")
         if "fd_oracle" in t:
             rows.append(f"| t2i FD-oracle (lower is better) | {t['fd_oracle']:.3f} | {t['fd_oracle_real_floor']:.3f} (real vs real floor) |")
+    for name, j in m.get("joint", {}).items():
+        c, real, floor = j["coherence"], j["coherence_real"], j["coherence_shuffled"]
+        rows.append(f"| joint {name}: image-report kappa / F1 | {c['kappa']:.3f} / {c['f1_macro']:.3f} | "
+                    f"{real['kappa']:.3f} / {real['f1_macro']:.3f} (real pairs), {floor['kappa']:.3f} / "
+                    f"{floor['f1_macro']:.3f} (shuffled) |")
+        rows.append(f"| joint {name}: largest prevalence gap to the training prior | {j['prevalence_max_gap']:.3f} | 0 |")
+        if j.get("prompt_finding"):
+            p = j["prevalence"][j["prompt_finding"]]
+            rows.append(f"| joint {name}: {j['prompt_finding']} in images / reports | {p['image']:.3f} / "
+                        f"{p['report']:.3f} | {p['train']:.3f} (training prior) |")
+        rows.append(f"| joint {name}: distinct reports / nearest-training-image distance | {j['distinct_reports']:.3f} / "
+                    f"{j['nearest_train_distance']:.3f} | 1 / {j['nearest_train_distance_real']:.3f} (real test images) |")
     if "oracle" in m:
         rows.append(f"| oracle accuracy on real test images | {m['oracle']['test_acc']:.3f} | |")
     if "tokenizer" in m:

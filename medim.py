@@ -483,14 +483,16 @@ class SamplerConfig:
     text_block: int = 0             # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
     remask_steps: int = 0           # ReMDM-loop steps after the last reveal, each re-predicting the least sure tokens
     remask_ratio: float = 0.1       # share of each modality's generated tokens put back to [MASK] per remask step
+    joint_token_temperature: float = 1.0  # pairs generated together: the report's tokens drawn at this temperature
 
     def __post_init__(self):
         if self.sample_steps < 1 or self.text_steps < 0:
             raise ValueError(f"SamplerConfig: sample_steps must be >= 1 and text_steps >= 0, got {self.sample_steps}, "
                              f"{self.text_steps}")
-        if self.temperature < 0 or self.token_temperature < 0:
+        if min(self.temperature, self.token_temperature, self.joint_token_temperature) < 0:
             raise ValueError(f"SamplerConfig: temperatures must be >= 0, got temperature {self.temperature}, "
-                             f"token_temperature {self.token_temperature}")
+                             f"token_temperature {self.token_temperature}, joint_token_temperature "
+                             f"{self.joint_token_temperature}")
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"SamplerConfig: threshold must be in [0, 1] (0 = off), got {self.threshold}")
         if self.text_block < 0 or self.remask_steps < 0:
@@ -573,14 +575,15 @@ def choose_reveals(candidates, n, score=None, sure=None):
 
 
 @torch.no_grad()
-def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
+def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=None):
     """Fill every [MASK] of x (B, T) by MaskGIT-style iterative unmasking (MaskGIT; MeDiM §3.2; docs/paper-notes.md
     "Sampling"); every other token is the condition and never changes. Tasks are just what is masked: report -> image
     (image slots masked), image -> report (text slots masked), a joint pair (both), or a pair from a prompt (domain tag
     and/or first words given).
 
     segment_ids (T,) or (B, T), legal (3, V): as in diffusion_loss. sampler: a SamplerConfig (default SamplerConfig()).
-    generator: torch.Generator, the same seed gives the same samples.
+    generator: torch.Generator, the same seed gives the same samples. fill: IMAGE or TEXT to fill only that segment's
+    masks (the others stay [MASK], noise to the model, as in training's joint rows); None = every mask.
       - Each modality has its own reveal_counts table (arccos; linear for left-to-right text) and both start at step 0,
         so the shorter one finishes first.
       - Guidance: u = the same x with the condition (diffused tokens given at the start) replaced by [MASK]; the weight
@@ -610,10 +613,10 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
     x = x.clone()
     B, T = x.shape
     seg = segment_ids.to(x.device).expand(B, T)                                          # (B, T)
-    todo = x == mask_id                                                                   # (B, T) to generate
-    if (todo & (seg == 0)).any():
+    if ((x == mask_id) & (seg == 0)).any():
         raise ValueError("sample: [MASK] at a never-diffused position (segment 0: domain tag, <boi>, <eoi>)")
-    cond = (seg > 0) & ~todo                                  # the condition: never changes; masked in the uncond rows
+    todo = (x == mask_id) & (seg == fill if fill is not None else True)                   # (B, T) to generate
+    cond = (seg > 0) & (x != mask_id)                         # the condition: never changes; masked in the uncond rows
     vocab = segment_vocab(legal.to(x.device), mask_id)                                   # segment -> legal ids
     n_diffused = (seg > 0).sum(1).clamp(min=1)                                            # (B,)
     blocks = sampler.text_block > 0
@@ -641,7 +644,7 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
         slot from SUBS there (subs_logprobs). Returns the ids and their log-probs, (M,) each."""
         live = masked.any(1).nonzero().squeeze(1)                                        # (B',) the others are done
         x, masked, seg_, cond_, todo_, scale_ = (a[live] for a in (x, masked, seg, cond, todo, scale_at))
-        t = masked.sum(1) / n_diffused[live]
+        t = (x == mask_id).sum(1) / n_diffused[live]                                      # (B',) masked share
         rows = segment_rows(seg_[masked])                                                 # segment -> (M_s,)
         if not use_cfg:
             logits = model(x, t, logits_at=masked)                                        # (M, V)
@@ -660,7 +663,7 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
 
     sure_of = torch.zeros(B, T, dtype=torch.float64, device=x.device)                    # log p of each drawn token
     i = 0
-    while (masked := x == mask_id).any():                                               # (B, T)
+    while (masked := (x == mask_id) & todo).any():                                      # (B, T)
         drawn, logp_drawn = denoise(x, masked, sampler.token_temperature)                 # (M,) one per masked slot
         tokens = torch.full_like(x, mask_id).masked_scatter_(masked, drawn)               # (B, T)
         logp = torch.zeros(B, T, dtype=torch.float64, device=x.device).masked_scatter_(masked, logp_drawn)

@@ -117,15 +117,29 @@ def sampler_from_flags(sampler: SamplerConfig, args) -> SamplerConfig:
 @torch.no_grad()
 def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed=0,
              batch_size=256) -> list[tuple[str, np.ndarray, str]]:
-    """Fill every [MASK] of x (B, T) with medim.sample and decode each row into (report, image uint8, domain)."""
+    """Fill every [MASK] of x (B, T) with medim.sample and decode each row into (report, image uint8, domain).
+    Rows with both a report and an image to fill (joint pairs) go report first, then image (report_first)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
     out = []
     for chunk in x.split(batch_size):
-        filled = medim.sample(model, chunk.to(device), seg, legal, sampler, generator=gen)
+        chunk = chunk.to(device)
+        masked = chunk == tok.vocab.mask_id
+        if ((masked & (seg == medim.IMAGE)).any(1) & (masked & (seg == medim.TEXT)).any(1)).any():
+            chunk = report_first(model, chunk, seg, legal, sampler, gen)
+        filled = medim.sample(model, chunk, seg, legal, sampler, generator=gen)
         out.extend(tok.decode(row) for row in filled.cpu().numpy())
     return out
+
+
+def report_first(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
+    """The report of a joint pair, drawn while its image is still all [MASK]: p(report) p(image | report), so the
+    image is then made exactly as report -> image makes it. Drawing the report's tokens from the model's distribution
+    (joint_token_temperature) instead of argmax is what keeps unconditional pairs from all being the one most likely
+    report."""
+    return medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
+                        generator=generator, fill=medim.TEXT)
 
 
 def read_image(path: str, tok, domain: str) -> np.ndarray:

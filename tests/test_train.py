@@ -43,6 +43,11 @@ def test_tiny_run_writes_metrics_grid_and_checkpoint(tiny_run):
         assert key in m["t2i"], key
     assert m["train"]["steps"] == 30 and m["oracle"]["test_acc"] >= 0
     assert {"psnr_db", "codebook_usage"} <= set(m["tokenizer"])
+    for name in ("unconditional", "prompted"):  # pairs generated together, judged by the oracle and the labeler
+        j = m["joint"][name]
+        assert j["n"] == 8 and {"coherence", "coherence_real", "coherence_shuffled", "prevalence"} <= set(j)
+        assert -1 <= j["coherence"]["kappa"] <= 1 and 0 < j["distinct_reports"] <= 1
+    assert m["joint"]["prompted"]["prompt"].startswith("FINDINGS:")
 
 
 @pytest.mark.parametrize("task,extra", [("t2i", ["--report", "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly."]),
@@ -265,3 +270,20 @@ def test_train_runs_end_to_end_on_a_real_layout_mimic_tree(tmp_path, layout):
     assert m["train"]["steps"] == 5 and 0 <= m["i2t"]["label_f1_macro"] <= 1 and "bleu4" in m["i2t"]
     assert "t2i" not in m  # no oracle for real images: FID needs the Inception weights (eval.py --fid)
     assert os.path.exists(os.path.join(out, "samples.png"))
+
+
+def test_joint_sampling_never_changes_a_prompt(tiny_run):
+    import medim
+    from sample import condition_on_prompt, generate, load_run, report_first
+    model, tok, sampler, _ = load_run(tiny_run)
+    prompt = "FINDINGS: The heart is"
+    x = condition_on_prompt(tok, 4, "cxr", prompt)
+    given = x != tok.vocab.mask_id
+    seg, legal, g = tok.vocab.segment_ids, tok.vocab.legal, torch.Generator().manual_seed(0)
+    with_report = report_first(model, x, seg, legal, sampler, g)           # the report filled, the image still masked
+    assert torch.equal(with_report[given], x[given])
+    assert not (with_report[:, seg == medim.TEXT] == tok.vocab.mask_id).any()
+    assert (with_report[:, seg == medim.IMAGE] == tok.vocab.mask_id).all()
+    filled = medim.sample(model, with_report, seg, legal, sampler, generator=g)
+    assert torch.equal(filled[given], x[given]) and not (filled == tok.vocab.mask_id).any()
+    assert all(report.startswith(prompt) for report, _, _ in generate(model, tok, x, sampler, seed=1))
