@@ -105,6 +105,7 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 100
     skip_eval: bool = False
+    eval_joint: bool = True        # also judge image-report pairs generated together (synthetic data: eval.joint_metrics)
 
 
 # The paper's recipe (MeDiM §2.1, §3.2 and the official code's config; docs/paper-notes.md "Training loss", "Sampling"),
@@ -306,14 +307,14 @@ def swap_in_ema(model: MeDiM, ema: list):
 
 
 def periodic_eval(cfg: TrainConfig, sampler: SamplerConfig, model, ema, tok, eval_data, step, elapsed, log):
-    """A quick evaluation (no FD-oracle) on the EMA weights (restored afterwards), appended to run_dir/curve.jsonl for
+    """A quick evaluation (no FD-oracle, no joint pairs) on the EMA weights (restored afterwards), appended to run_dir/curve.jsonl for
     learning curves."""
     backup = [p.detach().clone() for p in model.parameters()]
     if ema is not None:
         swap_in_ema(model, ema)
     model.eval()
     m = ev.evaluate(model, tok, *eval_data, sampler, seed=cfg.seed, oracle_steps=cfg.oracle_steps, run_dir=cfg.out,
-                    with_fd_oracle=False)
+                    with_fd_oracle=False, with_joint=False)
     model.train()
     swap_in_ema(model, backup)
     row = {"step": step, "minutes": round(elapsed / 60, 2), **ev.curve_row(m)}
@@ -630,7 +631,8 @@ def main(argv=None):
         if ema is not None:
             swap_in_ema(model, ema)
         metrics = ev.evaluate(model, tok, *(eval_data or load_evaluation_data(cfg)), sampler, seed=cfg.seed,
-                              oracle_steps=cfg.oracle_steps, run_dir=cfg.out, grid_path=os.path.join(cfg.out, "samples.png"))
+                              oracle_steps=cfg.oracle_steps, run_dir=cfg.out, grid_path=os.path.join(cfg.out, "samples.png"),
+                              with_joint=cfg.eval_joint)
         metrics["sampler"] = asdict(sampler)
         metrics["train"] = {"steps": cfg.steps, "seconds": round(stats["train_seconds"], 1),
                             "tokens_per_s": round(stats["tokens_per_s"]), "skipped_steps": stats["skipped_steps"],
