@@ -156,7 +156,8 @@ def test_default_decoders_reproduce_the_previous_sampler_bit_for_bit(settings):
     model = random_model()
     for x in (mixed_batch(), i2t_batch()):
         sampler = medim.SamplerConfig(**settings)
-        want = reference_sample(model, x, LAY.segment_ids, LAY.legal, sampler, generator=torch.Generator().manual_seed(4))
+        want = reference_sample(model, x, LAY.segment_ids, LAY.legal, sampler,
+                                generator=torch.Generator().manual_seed(4))
         assert torch.equal(run(model, x, seed=4, **settings), want)
 
 
@@ -331,3 +332,40 @@ def test_every_new_setting_is_a_flag_of_sample_py_and_train_py():
     assert (got.threshold, got.text_block, got.remask_steps, got.remask_ratio) == (0.7, 8, 2, 0.2)
     _, sampler = train.parse_args(["--threshold", "0.9", "--text-block", "16", "--out", "/nonexistent/run"])
     assert (sampler.threshold, sampler.text_block) == (0.9, 16)
+
+
+def test_bench_settings_are_valid_samplers_and_rows_already_measured_are_skipped(tmp_path, monkeypatch):
+    import json
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import sampler as bench
+    for changes in bench.SETTINGS.values():
+        medim.SamplerConfig(**changes)
+    measured = []
+
+    def fake_measure(model, tok, base, run, run_dir, pairs, train_pairs, setting, device):
+        measured.append(setting)
+        fwd = {"today": 64, "threshold-0.9": 20}[setting]
+        return dict(setting=setting, n_pairs=4, i2t_f1=0.5, bleu4=0.1, t2i_f1=0.4, fd_oracle=3.0, i2t_forwards=fwd,
+                    i2t_per_sample=fwd / 2, i2t_s=fwd / 10, t2i_forwards=16, t2i_per_sample=16.0, t2i_s=1.6)
+
+    monkeypatch.setattr(bench, "load_run", lambda run_dir, device: (None, None, medim.SamplerConfig(), {
+        "data": "synthetic", "data_dir": "", "image_size": 32, "seed": 0}))
+    monkeypatch.setattr(bench, "evaluation_data", lambda *a, **kw: ([], {}))
+    monkeypatch.setattr(bench, "generate", lambda *a, **kw: [])
+    monkeypatch.setattr(bench, "condition_on_images", lambda *a: None)
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    argv = ["--runs", str(tmp_path / "run_a"), "--out", str(tmp_path / "out"), "--settings", "today,threshold-0.9"]
+    os.makedirs(tmp_path / "out" / "rows")
+    with open(tmp_path / "out" / "rows" / "run_a__today.json", "w") as f:  # measured by an earlier, interrupted call
+        json.dump(fake_measure(*[None] * 7, "today", None), f)
+    measured.clear()
+    rows = bench.main(argv)
+    assert measured == ["threshold-0.9"]
+    assert [r["setting"] for r in rows["run_a"]] == ["today", "threshold-0.9"]
+    table = (tmp_path / "out" / "sampler.md").read_text()
+    assert "| threshold-0.9 |" in table and "20 (10.0)" in table and "(3.20x)" in table  # 6.4 s / 2.0 s
+    assert (tmp_path / "out" / "sampler.png").stat().st_size > 0
+    bench.main(argv)
+    assert measured == ["threshold-0.9"]                                       # nothing left to measure
