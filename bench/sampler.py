@@ -7,12 +7,13 @@ For each run (sample.load_run: EMA weights and the run's own sampler settings) a
 sampler with a few fields changed), both directions are generated on the first --n test pairs per domain, loaded as
 eval.py --run loads them (eval.evaluation_data), with eval.evaluate's seeds, and scored with eval.evaluate's headline
 numbers: image -> report label macro-F1 and BLEU-4, report -> image oracle label macro-F1 and FD-oracle (synthetic data
-only: the oracle needs ground-truth findings). Beside them: the denoiser forwards of each direction (counted by a
-forward hook on the model; one guided forward is one call on 2B rows) and the generation wall time (sample.generate,
-the VQ decode of the images included), with both as ratios to the run's own decoder ("today"), measured in the same
-process. Each (run, setting) is written to OUT/rows/ as soon as it is done and skipped when it is already there, so an
-interrupted measurement resumes; the table (sampler.md, sampler.json) and the plot (sampler.png: label F1 against
-forwards, one panel per direction) are rebuilt from all rows at the end.
+only: the oracle needs ground-truth findings). Beside them: the denoiser forwards of each direction, counted by a
+forward hook on the model (one guided forward is one call on 2B rows), as batched calls and as the mean per sample (a
+finished row leaves the batch, so that is what a sample costs alone and what the time follows), and the wall time of
+sample.generate (the VQ decode of the images included), as a speed-up over the run's own decoder ("today") measured in
+the same process. Each (run, setting) is written to OUT/rows/ as soon as it is done and skipped when it is already
+there, so an interrupted measurement resumes; the table (sampler.md, sampler.json) and the plot (sampler.png: label F1
+against forwards per sample, one panel per direction) are rebuilt from all rows at the end.
 """
 import os
 
