@@ -76,6 +76,8 @@ def histories(calls, x, out):
 OPTIONS = [dict(threshold=0.3), dict(threshold=0.3, text_left_to_right=False), dict(text_block=4),
            dict(text_block=3, threshold=0.3), dict(threshold=0.2, sample_steps=4, text_steps=3),
            dict(text_block=4, text_steps=4)]
+
+
 @torch.no_grad()
 def reference_sample(model, x, segment_ids, legal, sampler=None, *, generator=None):
     """medim.sample before the faster decoders were added, verbatim but for this docstring."""
