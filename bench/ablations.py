@@ -5,6 +5,7 @@
     python bench/ablations.py --init-from smollm2 --pair-args "--preset smollm2" --steps 0   # pretrained vs random
     python bench/ablations.py --scale 4             # GPUs: 4x the training steps
     python bench/ablations.py --variant "a=--lr 1e-3" --variant "b=--lr 3e-3" --jobs 4   # any sweep of train.py flags
+    python bench/ablations.py --init-from smollm2 --seeds 0 1 2 --table-only   # the table so far, missing runs named
 
 Variants (each one flag of train.py): full MeDiM (bidirectional, AdaLN), --causal ("w/ causal mask"), --time-cond add
 ("w/o AdaLN designs": the timestep embedding added to the tokens), --time-cond none ("w/o timestep embedding").
@@ -15,8 +16,11 @@ blocks from its pretrained weights against the same architecture, tokenizer (the
 train.py --random-init; the d=128 default (our BPE) stays beside them as a reference row (--no-reference drops it).
 The table then adds the per-seed paired differences pretrained − random with their mean ± std.
 
-Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart). Finished runs (those with a
-metrics.json) are read back, not rerun, so an interrupted sweep continues where it stopped.
+Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart). The sweep is resumable: finished
+runs (those with a metrics.json) are read back, not rerun, and a run that was stopped continues from its last
+checkpoint (train.py --resume: the same run, bit for bit, on a CPU), so the table can be built over several sittings.
+--table-only rebuilds the table from what is there and names the runs still missing. Run one sweep per OUT at a time
+(two at once may only share OUT when --seeds or --variants keep them on different runs).
 """
 import argparse
 import json
@@ -27,6 +31,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.stats
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +51,7 @@ COLUMNS = [("i2t label F1", ("i2t", "label_f1_macro"), True), ("BLEU-1", ("i2t",
 
 
 def run_train(args: list[str], log_path: str):
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if "--resume" in args else "w") as log:
         r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise SystemExit(f"error: train.py {' '.join(args)} failed (exit {r.returncode}); see {log_path}")
@@ -98,6 +103,8 @@ def main(argv=None):
     p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                    help="replace the paper's variants by your own (repeat the flag), e.g. 'low lr=--lr 1e-3'")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (GPUs with spare memory; on a 2-core CPU keep 1)")
+    p.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs already finished, "
+                   "naming the missing ones")
     args = p.parse_args(argv)
 
     variants = dict(VARIANTS)
@@ -123,8 +130,8 @@ def main(argv=None):
         variants = {k: variants[k] for k in wanted}
     extra = args.train_args.split()
     os.makedirs(args.out, exist_ok=True)
-    results = {name: [] for name in variants}
-    for seed in args.seeds:
+    run_dir = lambda name, seed: os.path.join(args.out, f"{slug(name)}_seed{seed}")
+    for seed in [] if args.table_only else args.seeds:
         tok_dirs = {}
         for flags in variants.values():
             key = tuple(tokenizer_flags(flags))
@@ -133,24 +140,35 @@ def main(argv=None):
                 make_tokenizers(tok_dirs[key], seed, [*extra, *key])
 
         def one(name, flags):
-            run_dir = os.path.join(args.out, f"{slug(name)}_seed{seed}")
-            metrics_path = os.path.join(run_dir, "metrics.json")
-            if not os.path.exists(metrics_path):
-                if os.path.exists(run_dir):
-                    shutil.rmtree(run_dir)  # an unfinished run: start it again
-                copy_tokenizers(tok_dirs[tuple(tokenizer_flags(flags))], run_dir)
-                print(f"seed {seed}: {name} ...", flush=True)
-                n = steps.get(name, scaled(args.steps))
-                run_train(["--out", run_dir, "--seed", str(seed), *(["--steps", str(n)] if n else []), *extra, *flags],
-                          run_dir + ".log")
-            return name, json.load(open(metrics_path))
+            out = run_dir(name, seed)
+            if os.path.exists(os.path.join(out, "metrics.json")):
+                return
+            if os.path.exists(os.path.join(out, "ckpt.pt")):  # stopped: continue from its last checkpoint
+                print(f"seed {seed}: {name} (resumed) ...", flush=True)
+                return run_train(["--out", out, "--resume"], out + ".log")
+            if os.path.exists(out):
+                shutil.rmtree(out)  # stopped before its first checkpoint: start it again
+            copy_tokenizers(tok_dirs[tuple(tokenizer_flags(flags))], out)
+            print(f"seed {seed}: {name} ...", flush=True)
+            n = steps.get(name, scaled(args.steps))
+            run_train(["--out", out, "--seed", str(seed), *(["--steps", str(n)] if n else []), *extra, *flags],
+                      out + ".log")
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for name, m in pool.map(lambda kv: one(*kv), variants.items()):
-                results[name].append(m)
+            list(pool.map(lambda kv: one(*kv), variants.items()))
+    results, missing = {name: {} for name in variants}, []  # {variant: {seed: metrics}}
+    for name in variants:
+        for seed in args.seeds:
+            path = os.path.join(run_dir(name, seed), "metrics.json")
+            if os.path.exists(path):
+                results[name][seed] = json.load(open(path))
+            else:
+                missing.append(f"{name} seed {seed}")
     table = markdown_table(results)
     if PRETRAINED in results and RANDOM in results:
-        table += f"\n\n{PRETRAINED} − {RANDOM}, paired by seed:\n\n" + paired_table(results, PRETRAINED, RANDOM, args.seeds)
+        table += f"\n\n{PRETRAINED} − {RANDOM}, paired by seed:\n\n" + paired_table(results, PRETRAINED, RANDOM)
+    if missing:
+        table += "\n\nMissing (not finished, not in the table): " + ", ".join(missing)
     cmd = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with open(os.path.join(args.out, "ablations.md"), "w") as f:
         reference = f", the reference {steps[REFERENCE] or 'its default'}" if REFERENCE in steps else ""
@@ -172,28 +190,43 @@ def metric(m: dict, path: tuple) -> float:
 
 
 def markdown_table(results: dict) -> str:
-    head = "| variant | " + " | ".join(c + (" ↑" if up else " ↓") for c, _, up in COLUMNS) + " |"
-    rows = [head, "|---" * (len(COLUMNS) + 1) + "|"]
+    """results {variant: {seed: metrics}}: one row per variant, mean ± population std over its seeds, and n."""
+    head = "| variant | n | " + " | ".join(c + (" ↑" if up else " ↓") for c, _, up in COLUMNS) + " |"
+    rows = [head, "|---" * (len(COLUMNS) + 2) + "|"]
     for name, runs in results.items():
         cells = []
         for _, path, _ in COLUMNS:
-            v = np.array([metric(r, path) for r in runs])
+            v = np.array([metric(r, path) for r in runs.values()])
             cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) and not np.isnan(v).all() else "-")
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def paired_table(results: dict, a: str, b: str, seeds: list) -> str:
-    """Per-seed differences a − b of every column (the runs of one seed share tokenizers and data order, so their
-    difference cancels what the seed alone moves), then their mean ± std over seeds."""
+def paired_summary(d: np.ndarray, higher_is_better: bool) -> str:
+    """Per-seed differences d (n,) of one column: mean ± sample std, the 95% t-interval of the mean, and a sign count
+    (seeds where a is better / n), so "no difference" and "worse" can be told apart."""
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return "-"
+    better = int((d > 0).sum() if higher_is_better else (d < 0).sum())
+    if len(d) < 2:
+        return f"{d[0]:+.3f} ({better}/1 better)"
+    half = scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return f"{d.mean():+.3f} ± {d.std(ddof=1):.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] ({better}/{len(d)} better)"
+
+
+def paired_table(results: dict, a: str, b: str) -> str:
+    """Per-seed differences a − b of every column, over the seeds both finished (the runs of one seed share tokenizers
+    and data order, so their difference cancels what the seed alone moves), then paired_summary per column."""
+    seeds = sorted(set(results[a]) & set(results[b]))
     head = "| seed | " + " | ".join(f"Δ {c}" for c, _, _ in COLUMNS) + " |"
     rows, diffs = [head, "|---" * (len(COLUMNS) + 1) + "|"], []
-    for seed, ra, rb in zip(seeds, results[a], results[b]):
-        diffs.append([metric(ra, path) - metric(rb, path) for _, path, _ in COLUMNS])
+    for seed in seeds:
+        diffs.append([metric(results[a][seed], path) - metric(results[b][seed], path) for _, path, _ in COLUMNS])
         rows.append(f"| {seed} | " + " | ".join("-" if np.isnan(d) else f"{d:+.3f}" for d in diffs[-1]) + " |")
-    d = np.array(diffs).reshape(len(diffs), len(COLUMNS))
-    cells = [f"{np.nanmean(c):+.3f} ± {np.nanstd(c):.3f}" if len(c) and not np.isnan(c).all() else "-" for c in d.T]
-    return "\n".join(rows + ["| mean ± std | " + " | ".join(cells) + " |"])
+    d = np.array(diffs, dtype=np.float64).reshape(len(diffs), len(COLUMNS))
+    summary = [paired_summary(d[:, j], up) for j, (_, _, up) in enumerate(COLUMNS)]
+    return "\n".join(rows + ["| mean ± std [95% CI] (better) | " + " | ".join(summary) + " |"])
 
 
 def bar_chart(results: dict, path: str, keys=("i2t label F1", "t2i label F1", "t2i label acc")):
@@ -217,7 +250,9 @@ def bar_chart(results: dict, path: str, keys=("i2t label F1", "t2i label F1", "t
         x0 = left + 10 + g * group_w
         d.text((x0 + group_w * 0.25, H - bottom + 8), title, fill="black", font=font)
         for i, name in enumerate(names):
-            v = np.array([metric(r, mpath) for r in results[name]])
+            v = np.array([metric(r, mpath) for r in results[name].values()])
+            if np.isnan(v).all():  # no finished run (or no such metric) for this variant yet
+                continue
             mean, std = float(np.nanmean(v)), float(np.nanstd(v))
             xa = x0 + i * bar_w
             y = H - bottom - plot_h * max(0.0, min(1.0, mean))

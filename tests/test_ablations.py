@@ -3,7 +3,9 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
+import scipy.stats
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import ablations  # noqa: E402
@@ -14,10 +16,11 @@ def _metrics(i2t, t2i):
 
 
 def test_table_reports_mean_and_population_std_over_seeds(tmp_path):
-    results = {"full": [_metrics(0.2, 0.4), _metrics(0.4, 0.6)], "causal": [_metrics(0.1, 0.0)]}
+    results = {"full": {0: _metrics(0.2, 0.4), 1: _metrics(0.4, 0.6)}, "causal": {0: _metrics(0.1, 0.0)}}
     table = ablations.markdown_table(results)
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "0.300 ± 0.100" in rows["full"] and "0.500 ± 0.100" in rows["full"]   # i2t F1, t2i F1 (np.std, ddof 0)
+    assert "| full | 2 |" in rows["full"] and "| causal | 1 |" in rows["causal"]   # seeds behind each row
     assert "0.100 ± 0.000" in rows["causal"] and "| - |" in rows["causal"]          # BLEU-2 missing -> "-"
     png = str(tmp_path / "chart.png")
     ablations.bar_chart(results, png)
@@ -62,7 +65,67 @@ def test_pretrained_pair_is_like_for_like_with_paired_differences_and_finished_r
     assert len([a for a in calls if "tokenizers" in a[a.index("--out") + 1]]) == 4  # 2 kinds x 2 seeds
     table = open(tmp_path / "ablations.md").read()
     paired = table.split("paired by seed")[1]
-    assert "| 0 | +0.100 |" in paired and "| 1 | +0.300 |" in paired and "+0.200 ± 0.100" in paired
+    assert "| 0 | +0.100 |" in paired and "| 1 | +0.300 |" in paired and "+0.200 ± 0.141" in paired  # sample std
+    assert "(2/2 better)" in paired and "Missing" not in table
     n = len(calls)
     ablations.main(argv)
     assert len(calls) == n
+
+
+def test_paired_summary_gives_the_t_interval_and_a_sign_count():
+    d = np.array([0.1, 0.2, 0.3])
+    half = scipy.stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)                     # 4.303 * sample std / sqrt(n)
+    assert ablations.paired_summary(d, True) == f"+0.200 ± 0.100 [{0.2 - half:+.3f}, {0.2 + half:+.3f}] (3/3 better)"
+    assert ablations.paired_summary(d, False).endswith("(0/3 better)")       # lower is better (FD-oracle)
+    assert ablations.paired_summary(np.array([np.nan, -0.5]), True) == "-0.500 (0/1 better)"
+
+
+def _fake_sweep(tmp_path, monkeypatch, finish=lambda out: True):
+    calls = []
+
+    def fake_train(args, log_path):
+        out = args[args.index("--out") + 1]
+        calls.append(args)
+        os.makedirs(out, exist_ok=True)
+        if os.path.basename(out).startswith("tokenizers"):
+            open(os.path.join(out, "vqvae.pt"), "w").write("")
+        elif finish(out):
+            seed = int(out.rsplit("seed", 1)[1])
+            json.dump(_metrics(0.5 + 0.1 * seed, 0.4), open(os.path.join(out, "metrics.json"), "w"))
+        else:  # stopped after a checkpoint
+            open(os.path.join(out, "ckpt.pt"), "w").write("")
+
+    monkeypatch.setattr(ablations, "run_train", fake_train)
+    return calls
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_and_missing_runs_are_named(tmp_path, monkeypatch):
+    argv = ["--variant", "a=--lr 1e-3", "--variant", "b=--lr 3e-3", "--seeds", "0", "1", "--out", str(tmp_path)]
+    calls = _fake_sweep(tmp_path, monkeypatch, finish=lambda out: not out.endswith("b_seed1"))
+    ablations.main(argv)
+    table = open(tmp_path / "ablations.md").read()
+    assert "Missing (not finished, not in the table): b seed 1" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| a | 2 |" in rows["a"] and "| b | 1 |" in rows["b"]
+    assert len(calls) == 2 + 4                                               # tokenizers per seed, 4 runs
+    calls = _fake_sweep(tmp_path, monkeypatch)                                # the next sitting: it finishes
+    ablations.main(argv)
+    assert [a for a in calls if "tokenizers" not in a[a.index("--out") + 1]] == [
+        ["--out", str(tmp_path / "b_seed1"), "--resume"]]                     # only the stopped run, resumed
+    assert "Missing" not in open(tmp_path / "ablations.md").read()
+
+
+def test_table_only_trains_nothing_and_pairs_only_seeds_both_rows_finished(tmp_path, monkeypatch):
+    for name, seeds in (("pretrained_llm", (0, 1, 2)), ("w_o_pretrained_mllm_weight", (0, 2))):
+        for seed in seeds:
+            os.makedirs(tmp_path / f"{name}_seed{seed}")
+            i2t = 0.3 if name == "w_o_pretrained_mllm_weight" else 0.4 + 0.1 * seed
+            json.dump(_metrics(i2t, 0.4), open(tmp_path / f"{name}_seed{seed}" / "metrics.json", "w"))
+    calls = _fake_sweep(tmp_path, monkeypatch)
+    ablations.main(["--init-from", "smollm2", "--no-reference", "--seeds", "0", "1", "2", "--table-only",
+                    "--out", str(tmp_path)])
+    assert calls == []
+    table = open(tmp_path / "ablations.md").read()
+    paired = table.split("paired by seed")[1]
+    assert "| 0 | +0.100 |" in paired and "| 2 | +0.300 |" in paired and "| 1 |" not in paired
+    assert "w/o pretrained MLLM weight seed 1" in table.split("Missing")[1]
