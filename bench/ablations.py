@@ -172,8 +172,9 @@ def main(argv=None):
     cmd = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with open(os.path.join(args.out, "ablations.md"), "w") as f:
         reference = f", the reference {steps[REFERENCE] or 'its default'}" if REFERENCE in steps else ""
-        f.write(f"`{cmd.strip()}` ({len(args.seeds)} seeds, {scaled(args.steps) or 'each preset’s'} steps{reference})"
-                f"\n\n{table}\n")
+        made = (f"the runs found in {args.out}, {len(args.seeds)} seeds (each run's steps are in its config.json)"
+                if args.table_only else f"{len(args.seeds)} seeds, {scaled(args.steps) or 'each preset’s'} steps{reference}")
+        f.write(f"`{cmd.strip()}` ({made})\n\n{table}\n")
     bar_chart(results, os.path.join(args.out, "ablations.png"))
     print(table)
     print(f"wrote {os.path.join(args.out, 'ablations.md')} and ablations.png")
