@@ -249,8 +249,8 @@ def test_smoke_preset_beats_the_trivial_baselines_both_ways(tmp_path):
     the findings than guessing each finding at its prevalence, and are more accurate than calling everything negative.
     Measured on 2 CPU cores (docs/experiments.md): label F1 0.48-0.53 / 0.43-0.53 on 3 seeds against ~0.2 for guessing."""
     out = str(tmp_path / "smoke")
-    run(["train.py", "--preset", "smoke", "--seed", "0", "--threads", "1", "--out", out])
-    m = json.load(open(os.path.join(out, "metrics.json")))
+    run(["train.py", "--preset", "smoke", "--seed", "0", "--threads", "1", "--out", out, "--no-eval-joint"])
+    m = json.load(open(os.path.join(out, "metrics.json")))  # joint pairs: tested on the tiny run
     for task in ("i2t", "t2i"):
         assert m[task]["label_f1_macro"] > m[f"{task}_baselines"]["prior_sampling"]["f1_macro"] + 0.1, task
         assert m[task]["label_acc"] > m[f"{task}_baselines"]["all_negative"]["acc"], task
