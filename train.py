@@ -307,8 +307,8 @@ def swap_in_ema(model: MeDiM, ema: list):
 
 
 def periodic_eval(cfg: TrainConfig, sampler: SamplerConfig, model, ema, tok, eval_data, step, elapsed, log):
-    """A quick evaluation (no FD-oracle, no joint pairs) on the EMA weights (restored afterwards), appended to run_dir/curve.jsonl for
-    learning curves."""
+    """A quick evaluation (no FD-oracle, no joint pairs) on the EMA weights (restored afterwards), appended to
+    run_dir/curve.jsonl for learning curves."""
     backup = [p.detach().clone() for p in model.parameters()]
     if ema is not None:
         swap_in_ema(model, ema)
