@@ -129,11 +129,11 @@ def joint_metrics(gen_images, gen_reports, real_pairs, train_pairs, oracle, name
     the generated images and reports against the training prior; diversity (share of distinct reports) and memorisation
     (nearest-training-image distance, beside that of real test images)."""
     img_gen = np.asarray(oracle.predict(gen_images))
-    rep_gen = np.array([_binary(report_labels(r, domain), names) for r in gen_reports])
+    rep_gen = np.array([binary_labels(report_labels(r, domain), names) for r in gen_reports])
     img_real = np.asarray(oracle.predict([p.image for p in real_pairs]))
-    rep_real = np.array([_binary(report_labels(p.report, domain), names) for p in real_pairs])
+    rep_real = np.array([binary_labels(report_labels(p.report, domain), names) for p in real_pairs])
     shuffled = np.random.default_rng(seed).permutation(len(real_pairs))
-    prior = np.array([_binary(p.labels, names) for p in train_pairs]).mean(0)
+    prior = np.array([binary_labels(p.labels, names) for p in train_pairs]).mean(0)
     prevalence = {n: {"train": float(prior[j]), "image": float(img_gen[:, j].mean()), "report": float(rep_gen[:, j].mean())}
                   for j, n in enumerate(names)}
     train_images = [p.image for p in train_pairs[:2000]]
@@ -178,9 +178,25 @@ def evaluation_data(source: str, *, data_dir: str, image_size: int, seed: int, o
     return pairs, train
 
 
-def _binary(labels: dict, names) -> list[int]:
+def binary_labels(labels: dict, names) -> list[int]:
     """Positive = 1; negated, uncertain and unmentioned = 0 (the usual binarisation for report-generation label F1)."""
     return [1 if labels.get(n) == 1 else 0 for n in names]
+
+
+def report_findings(gen_reports: list[str], pairs: list) -> tuple[np.ndarray, np.ndarray, list]:
+    """(pred, true, names), 0/1 (N, F): the findings the labeler reads off generated reports, one per pair of one
+    domain, against the pairs' ground-truth labels on synthetic data, or on real data (no ground truth) against the
+    CheXpert-style labels of the reference reports."""
+    domain = pairs[0].domain
+    if all(p.uid.startswith("synthetic") for p in pairs):
+        names = CXR_FINDINGS if domain == "cxr" else PATH_FINDINGS
+        true = np.array([binary_labels(p.labels, names) for p in pairs])
+        pred = np.array([binary_labels(report_labels(g, domain), names) for g in gen_reports])
+    else:
+        names = list(chexpert_labels(pairs[0].report).keys())
+        true = np.array([binary_labels(chexpert_labels(p.report), names) for p in pairs])
+        pred = np.array([binary_labels(chexpert_labels(g), names) for g in gen_reports])
+    return pred, true, names
 
 
 def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig, *, seed: int, oracle_steps: int,
@@ -220,17 +236,10 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
         random_refs = [train_same[j].report for j in rng.integers(len(train_same), size=len(gens))]
         m["i2t_baseline_random_train_report"] = {k: v for k, v in report_metrics(random_refs, refs).items()
                                                  if k != "meteor_stages"}
-        if synthetic:
-            names = CXR_FINDINGS if domain == "cxr" else PATH_FINDINGS
-            true = np.array([_binary(pairs[i].labels, names) for i in idx])
-            pred = np.array([_binary(report_labels(g, domain), names) for g in gens])
-        else:  # real reports: CheXpert-style labels of the generated text vs those of the reference text
-            names = list(chexpert_labels(refs[0]).keys())
-            true = np.array([_binary(chexpert_labels(r), names) for r in refs])
-            pred = np.array([_binary(chexpert_labels(g), names) for g in gens])
+        pred, true, names = report_findings(gens, [pairs[i] for i in idx])
         lm = label_metrics(pred, true, names)
         m["i2t"].update(label_f1_macro=lm["f1_macro"], label_acc=lm["acc"], label_per_finding=lm["per_finding"])
-        train_true = np.array([_binary(p.labels, names) for p in train_same]) if synthetic else None
+        train_true = np.array([binary_labels(p.labels, names) for p in train_same]) if synthetic else None
         m["i2t_baselines"] = trivial_baselines(true, train_prior=None if train_true is None else train_true.mean(0))
         # -- report → image ------------------------------------------------------------------------------------------
         if synthetic:

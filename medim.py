@@ -466,12 +466,16 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+JOINT_ORDERS = ("image_then_report", "report_first")
+
+
 @dataclass
 class SamplerConfig:
     """How sample() fills the masks: one place for every sampler setting and its default (this repository's measured
     choices, docs/experiments.md; train.PAPER lists the paper's). Each field keeps its name from the command-line flag
-    (--cfg-scale) to the checkpoint (ck['sampler']) and here. The last four are faster or refining decoders
-    (docs/paper-notes.md "Sampling"); their defaults leave the sampler as it was."""
+    (--cfg-scale) to the checkpoint (ck['sampler']) and here. threshold .. remask_ratio are faster or refining decoders
+    (docs/paper-notes.md "Sampling"), off by default; the joint_ fields are read by sample.py's generate, which draws
+    pairs generated together in two sample() calls."""
     sample_steps: int = 16          # MaskGIT steps per modality, at most one per masked token
     text_steps: int = 0             # text-slot steps; 0 = one per slot if left to right or in blocks, else sample_steps
     cfg_scale: float = 2.0          # guidance w at image slots (report -> image): logits (1 + w) c - w u; 0 = off
@@ -483,7 +487,11 @@ class SamplerConfig:
     text_block: int = 0             # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
     remask_steps: int = 0           # ReMDM-loop steps after the last reveal, each re-predicting the least sure tokens
     remask_ratio: float = 0.1       # share of each modality's generated tokens put back to [MASK] per remask step
-    joint_token_temperature: float = 1.0  # pairs generated together: the report's tokens drawn at this temperature
+    joint_order: str = "image_then_report"  # pairs generated together (docs/experiments.md "Joint pairs"): both
+    #   halves at once in random order, then the report drawn again from the image | 'report_first': the report
+    #   alone, then the image from it as report -> image
+    joint_steps: int = 64           # image_then_report: steps of the random-order pass (64: one image code per step)
+    joint_token_temperature: float = 1.0  # pairs generated together: their tokens drawn at this temperature
 
     def __post_init__(self):
         if self.sample_steps < 1 or self.text_steps < 0:
@@ -498,6 +506,9 @@ class SamplerConfig:
         if self.text_block < 0 or self.remask_steps < 0:
             raise ValueError(f"SamplerConfig: text_block and remask_steps must be >= 0, got {self.text_block}, "
                              f"{self.remask_steps}")
+        if self.joint_order not in JOINT_ORDERS or self.joint_steps < 1:
+            raise ValueError(f"SamplerConfig: joint_order must be one of {JOINT_ORDERS} and joint_steps >= 1, got "
+                             f"{self.joint_order!r}, {self.joint_steps}")
         if not 0 < self.remask_ratio <= 1:
             raise ValueError(f"SamplerConfig: remask_ratio must be in (0, 1], got {self.remask_ratio}")
 

@@ -118,7 +118,7 @@ def sampler_from_flags(sampler: SamplerConfig, args) -> SamplerConfig:
 def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed=0,
              batch_size=256) -> list[tuple[str, np.ndarray, str]]:
     """Fill every [MASK] of x (B, T) with medim.sample and decode each row into (report, image uint8, domain).
-    Rows with both a report and an image to fill (joint pairs) go report first, then image (report_first)."""
+    Rows with both a report and an image to fill (joint pairs) go through JOINT[sampler.joint_order] first."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
@@ -127,19 +127,44 @@ def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed
         chunk = chunk.to(device)
         masked = chunk == tok.vocab.mask_id
         if ((masked & (seg == medim.IMAGE)).any(1) & (masked & (seg == medim.TEXT)).any(1)).any():
-            chunk = report_first(model, chunk, seg, legal, sampler, gen)
+            chunk = JOINT[sampler.joint_order](model, chunk, seg, legal, sampler, gen)
         filled = medim.sample(model, chunk, seg, legal, sampler, generator=gen)
         out.extend(tok.decode(row) for row in filled.cpu().numpy())
     return out
 
 
+# Gumbel noise this strong swamps log p in the confidence: slots are revealed in a uniformly random order, as in the
+# ancestral sampler of MDLM (Sahoo et al. 2024), instead of the most confident first.
+RANDOM_ORDER = 1e3
+
+
+def image_then_report(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
+    """A joint pair in two passes. First the image and the report together, one image code and one text slot per
+    step (joint_steps) in random order, tokens drawn from the model (joint_token_temperature): the masks then look as
+    they did in training's joint rows, at one shared t, and the pairs cover the data. Revealing the most confident
+    slots first or argmax tokens instead collapse onto the most common pair; the report alone, left to right, while
+    the image is all [MASK] (report_first) is a mask pattern training never shows and under-reports findings. Then
+    the report is drawn again from the finished image as image -> report draws it (left to right, guided, tokens at
+    joint_token_temperature): random-order text is often ungrammatical. Given words (a prompt) never change.
+    docs/experiments.md "Joint pairs" has the measurements."""
+    report_slots = (x == model.cfg.mask_id) & (seg == medim.TEXT)                          # (B, T)
+    together = replace(sampler, sample_steps=sampler.joint_steps, text_steps=sampler.joint_steps,
+                       text_left_to_right=False, text_block=0, threshold=0.0, remask_steps=0,
+                       temperature=RANDOM_ORDER, token_temperature=sampler.joint_token_temperature)
+    x = medim.sample(model, x, seg, legal, together, generator=generator).masked_fill(report_slots, model.cfg.mask_id)
+    return medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
+                        generator=generator)
+
+
 def report_first(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
     """The report of a joint pair, drawn while its image is still all [MASK]: p(report) p(image | report), so the
-    image is then made exactly as report -> image makes it. Drawing the report's tokens from the model's distribution
-    (joint_token_temperature) instead of argmax is what keeps unconditional pairs from all being the one most likely
-    report."""
+    image is then made exactly as report -> image makes it (generate's last sample call). Tokens drawn from the
+    model's distribution (joint_token_temperature) instead of argmax keep the reports diverse."""
     return medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
                         generator=generator, fill=medim.TEXT)
+
+
+JOINT = {"image_then_report": image_then_report, "report_first": report_first}
 
 
 def read_image(path: str, tok, domain: str) -> np.ndarray:

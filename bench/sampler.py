@@ -31,9 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for train_speed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 from data.common import write_atomic  # noqa: E402
-from data.labeler import chexpert_labels, report_labels  # noqa: E402
-from data.synthetic import CXR_FINDINGS, PATH_FINDINGS  # noqa: E402
-from eval import evaluation_data, label_metrics, loader_options  # noqa: E402
+from eval import evaluation_data, label_metrics, loader_options, report_findings  # noqa: E402
 from eval_image import ORACLE_STEPS, fd_oracle, train_oracle  # noqa: E402
 from eval_text import report_metrics  # noqa: E402
 from sample import condition_on_images, condition_on_reports, generate, load_run  # noqa: E402
@@ -102,26 +100,14 @@ def timed_generate(model, tok, x, sampler, seed, device, guided):
     return rows, counter.calls, counter.rows / (len(x) * (2 if guided else 1)), seconds
 
 
-def binary(labels: dict, names) -> list[int]:
-    """Positive = 1, anything else 0, as eval.py binarises labels for F1."""
-    return [1 if labels.get(n) == 1 else 0 for n in names]
-
-
 def quality(pairs, train_pairs, reports, images, *, run_dir, seed, oracle_steps) -> dict:
     """eval.evaluate's headline numbers for these generated reports and images (one per pair), mean over domains."""
     per_domain = []
     for domain in sorted({p.domain for p in pairs}):
         idx = [i for i, p in enumerate(pairs) if p.domain == domain]
         refs, gens = [pairs[i].report for i in idx], [reports[i] for i in idx]
-        synthetic = all(pairs[i].uid.startswith("synthetic") for i in idx)
-        if synthetic:  # ground-truth findings; the labeler reads the generated text
-            names = CXR_FINDINGS if domain == "cxr" else PATH_FINDINGS
-            true = np.array([binary(pairs[i].labels, names) for i in idx])
-            pred = np.array([binary(report_labels(g, domain), names) for g in gens])
-        else:          # real reports: CheXpert-style labels of the generated text against those of the reference
-            names = list(chexpert_labels(refs[0]).keys())
-            true = np.array([binary(chexpert_labels(r), names) for r in refs])
-            pred = np.array([binary(chexpert_labels(g), names) for g in gens])
+        synthetic = all(pairs[i].uid.startswith("synthetic") for i in idx)  # ground truth and an oracle exist
+        pred, true, names = report_findings(gens, [pairs[i] for i in idx])
         m = {"i2t_f1": label_metrics(pred, true, names)["f1_macro"], "bleu4": report_metrics(gens, refs)["bleu4"]}
         if synthetic:
             oracle = train_oracle(train_pairs[domain], names, os.path.join(run_dir, f"oracle_{domain}"), seed=seed,

@@ -1,0 +1,109 @@
+"""Pairs generated together (sample.py's JOINT orders): random-order reveals ignore confidence, image_then_report
+redraws the report from the finished image, and a prompt survives every order."""
+import pytest
+import torch
+
+import medim
+import sample
+from medim_toy import ToyLayout
+
+LAY = ToyLayout(N=12, L=10)
+IMAGE_AT, TEXT_AT = LAY.segment_ids == medim.IMAGE, LAY.segment_ids == medim.TEXT
+
+
+class ConfidentAtFirstSlots(torch.nn.Module):
+    """A stand-in denoiser, the same logits for every row: sure of one code at the first 3 image slots, unsure
+    (flat logits) everywhere else. A most-confident-first sampler reveals those 3 slots first."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = LAY.config()
+        self.logits = torch.zeros(LAY.T, LAY.V)
+        first = IMAGE_AT.nonzero().squeeze(1)[:3]
+        self.logits[first, LAY.image_offset] = 30.0
+        self.inputs = []
+
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+        self.inputs.append(x.clone())
+        out = self.logits.expand(len(x), -1, -1)
+        return out[logits_at] if logits_at is not None else out
+
+
+def first_revealed_in_sure_slots(temperature):
+    """Of the image slots revealed at the first step that reveals any, in 400 report -> image rows, the share that are
+    the 3 sure ones (of 12)."""
+    model = ConfidentAtFirstSlots()
+    x = LAY.random_batch(400, torch.Generator().manual_seed(0))
+    x[:, IMAGE_AT] = LAY.mask_id
+    medim.sample(model, x, LAY.segment_ids, LAY.legal, medim.SamplerConfig(sample_steps=12, cfg_scale=0,
+                 temperature=temperature, token_temperature=1.0), generator=torch.Generator().manual_seed(1))
+    revealed = next(r for r in ((xs != LAY.mask_id) & IMAGE_AT for xs in model.inputs) if r.any())   # (B, T)
+    assert 1 <= revealed.sum(1).max() <= 3                    # every row the same few slots (one reveal table)
+    return (revealed[:, IMAGE_AT.nonzero().squeeze(1)[:3]].sum() / revealed.sum()).item()
+
+
+def test_random_order_reveals_slots_whatever_their_confidence():
+    assert first_revealed_in_sure_slots(temperature=0.0) == 1.0      # most confident first: the sure slots
+    assert 0.15 < first_revealed_in_sure_slots(temperature=sample.RANDOM_ORDER) < 0.35   # about 3 / 12
+
+
+def random_model(seed=0):
+    torch.manual_seed(seed)
+    model = medim.MeDiM(LAY.config()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+class Recorder(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.cfg, self.inputs = model, model.cfg, []
+
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+        self.inputs.append(x.clone())
+        return self.inner(x, t, key_padding_mask, logits_at)
+
+
+def prompted_pairs(B=4):
+    """Joint rows from a 3-token prompt: domain tag and the report's first words given, all else [MASK]."""
+    x = LAY.random_batch(B, torch.Generator().manual_seed(0))
+    text = TEXT_AT.nonzero().squeeze(1)
+    x[:, IMAGE_AT] = LAY.mask_id
+    x[:, text[3:]] = LAY.mask_id
+    return x
+
+
+def test_image_then_report_draws_the_report_again_from_the_finished_image():
+    model = Recorder(random_model())
+    x = prompted_pairs()
+    out = sample.image_then_report(model, x, LAY.segment_ids, LAY.legal, medim.SamplerConfig(joint_steps=5),
+                                   torch.Generator().manual_seed(0))
+    assert not (out == LAY.mask_id).any()
+    report_slots = (x == LAY.mask_id) & TEXT_AT
+    # the second pass starts from every image code filled and every generated report slot masked again
+    restarts = [i for i, xs in enumerate(model.inputs)
+                if not (xs[:len(x)][:, IMAGE_AT] == LAY.mask_id).any() and (xs[:len(x)][report_slots] == LAY.mask_id).all()]
+    assert restarts and restarts[0] > 0
+    final_image = out[:, IMAGE_AT]
+    assert torch.equal(model.inputs[restarts[0]][:len(x)][:, IMAGE_AT], final_image)   # the image is not redrawn
+
+
+@pytest.mark.parametrize("order", medim.JOINT_ORDERS)
+def test_a_prompt_is_never_changed_by_joint_sampling(order):
+    x = prompted_pairs()
+    given = x != LAY.mask_id
+    sampler = medim.SamplerConfig(joint_order=order, joint_steps=5)
+    g = torch.Generator().manual_seed(0)
+    first = sample.JOINT[order](random_model(), x, LAY.segment_ids, LAY.legal, sampler, g)
+    out = medim.sample(random_model(), first, LAY.segment_ids, LAY.legal, sampler, generator=g)  # as generate does
+    assert torch.equal(out[given], x[given]) and not (out == LAY.mask_id).any()
+
+
+def test_every_joint_order_has_its_sampler_and_others_are_refused():
+    assert set(sample.JOINT) == set(medim.JOINT_ORDERS)
+    with pytest.raises(ValueError, match="joint_order"):
+        medim.SamplerConfig(joint_order="together")
+    with pytest.raises(ValueError, match="joint_steps"):
+        medim.SamplerConfig(joint_steps=0)
