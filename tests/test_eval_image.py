@@ -5,7 +5,7 @@ FID weight file's key names and shapes written out here from the architecture (d
 network", "Inception weights"; pytorch-fid inception.py / torchvision Inception3), hand-computed confusion counts. No weight file is needed (none can be downloaded here).
 """
 import os
-import time
+import shutil
 
 import numpy as np
 import pytest
@@ -262,16 +262,7 @@ def test_trivial_baselines_hand_computed():
 
 #### Oracle classifier
 
-ORACLE_BUDGET = dict(steps=300, n_images=2000, n_heldout=300, seed=0)  # the small budget: ~7 s of CPU at 1 thread
-
-
-@pytest.fixture(scope="module")
-def cxr_oracle(tmp_path_factory):
-    torch.set_num_threads(1)
-    run_dir = str(tmp_path_factory.mktemp("run"))
-    t0 = time.process_time()
-    oracle = E.train_oracle(SyntheticDataset("cxr", "train", image_size=64), CXR_FINDINGS, run_dir=run_dir, **ORACLE_BUDGET)
-    return oracle, run_dir, time.process_time() - t0
+# cxr_oracle (tests/conftest.py): the oracle at the small budget, shared with tests/test_joint.py
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +273,7 @@ def cxr_test_set():
 
 
 def test_oracle_beats_95_percent_per_finding_on_heldout_toy_cxr(cxr_oracle, cxr_test_set):
-    oracle, _, cpu_seconds = cxr_oracle
+    oracle, cpu_seconds = cxr_oracle.oracle, cxr_oracle.cpu_seconds
     images, true = cxr_test_set
     m = ev.label_metrics(oracle.predict(images), true, CXR_FINDINGS)
     assert min(f["acc"] for f in m["per_finding"].values()) >= 0.95, m["per_finding"]
@@ -293,10 +284,12 @@ def test_oracle_beats_95_percent_per_finding_on_heldout_toy_cxr(cxr_oracle, cxr_
     assert m["f1_macro"] > 0.9 > max(b["f1_macro"] for b in base.values())
 
 
-def test_oracle_is_cached_in_run_dir_and_reads_gray_as_rgb(cxr_oracle, cxr_test_set, capsys):
-    oracle, run_dir, _ = cxr_oracle
+def test_oracle_is_cached_in_run_dir_and_reads_gray_as_rgb(cxr_oracle, cxr_test_set, tmp_path, capsys):
+    oracle, run_dir = cxr_oracle.oracle, str(tmp_path / "run")
+    shutil.copytree(cxr_oracle.run_dir, run_dir)  # the shared cache stays as it is for the other tests
     images, _ = cxr_test_set
-    again = E.train_oracle(SyntheticDataset("cxr", "train", image_size=64), CXR_FINDINGS, run_dir=run_dir, **ORACLE_BUDGET)
+    again = E.train_oracle(SyntheticDataset("cxr", "train", image_size=64), CXR_FINDINGS, run_dir=run_dir,
+                           **cxr_oracle.budget)
     assert "loaded" in capsys.readouterr().out
     assert np.array_equal(again.predict(images[:64]), oracle.predict(images[:64]))
     assert np.array_equal(again.features(images[:64]), oracle.features(images[:64]))
@@ -312,7 +305,7 @@ def test_oracle_is_cached_in_run_dir_and_reads_gray_as_rgb(cxr_oracle, cxr_test_
 
 
 def test_fd_oracle_real_floor_is_small_next_to_a_shifted_set(cxr_oracle, cxr_test_set):
-    oracle, _, _ = cxr_oracle
+    oracle = cxr_oracle.oracle
     images, _ = cxr_test_set
     assert oracle.features(images).shape == (400, 2 * oracle.width)
     floor = E.fd_oracle_floor(oracle, images)

@@ -1,10 +1,8 @@
 """Judging image-report pairs generated together (eval.joint_metrics): coherence, prevalence, diversity, memorisation."""
 import numpy as np
 import pytest
-import torch
 
 import eval as ev
-import eval_image as E
 from data.synthetic import CXR_FINDINGS, SyntheticDataset
 
 
@@ -40,13 +38,11 @@ def test_nearest_image_distance_is_zero_for_copies_and_grows_with_noise():
 
 
 @pytest.fixture(scope="module")
-def cxr_pairs_and_oracle(tmp_path_factory):
-    torch.set_num_threads(1)
-    oracle = E.train_oracle(SyntheticDataset("cxr", "train", image_size=64), CXR_FINDINGS,
-                            run_dir=str(tmp_path_factory.mktemp("run")), steps=300, n_images=2000, n_heldout=300, seed=0)
+def cxr_pairs_and_oracle(cxr_oracle):
+    """Real training and test pairs, and the oracle at the small budget (tests/conftest.py, shared)."""
     train, test = SyntheticDataset("cxr", "train", n=600, image_size=64), SyntheticDataset("cxr", "test", n=300,
                                                                                            image_size=64)
-    return [train[i] for i in range(len(train))], [test[i] for i in range(len(test))], oracle
+    return [train[i] for i in range(len(train))], [test[i] for i in range(len(test))], cxr_oracle.oracle
 
 
 def test_real_pairs_cohere_and_shuffled_pairs_are_near_chance(cxr_pairs_and_oracle):

@@ -15,7 +15,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/, for the real-layout fixture builders
 TINY = ["--preset", "smoke", "--n-train", "256", "--vq-steps", "40", "--codebook-size", "64", "--text-vocab", "300",
         "--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--batch-size", "8", "--n-eval", "8",
-        "--sample-steps", "4", "--oracle-steps", "60", "--threads", "1", "--token-temperature", "1"]
+        "--sample-steps", "4", "--oracle-steps", "60", "--threads", "1", "--token-temperature", "1", "--text-len", "48"]
+# --text-len 48: the sampler reveals report slots one per step, so 48 slots instead of the ~256 sized from these reports
+# make every run's evaluation and sampling several times cheaper; nothing here depends on whole reports fitting
+
+
+def cli_error(main, args, capsys) -> tuple:
+    """`python script.py ARGS` as script.main(ARGS) in this process, without a second interpreter's start-up: it must
+    stop with SystemExit and a non-zero status (a message is status 1); any other exception, the deep traceback a user
+    would see, escapes pytest.raises and fails the test. Returns (status, stderr, everything it said)."""
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    said = capsys.readouterr()
+    assert stop.value.code not in (None, 0), stop.value.code
+    return stop.value.code, said.err, f"{stop.value.code}\n{said.out}\n{said.err}"
 
 
 def run(args, check=True, env=None, **kw):
@@ -53,6 +66,9 @@ def test_tiny_run_writes_metrics_grid_and_checkpoint(tiny_run):
 @pytest.mark.parametrize("task,extra", [("t2i", ["--report", "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly."]),
                                         ("joint", ["--prompt", "FINDINGS:"]), ("i2t", None)])
 def test_sample_every_task(tiny_run, tmp_path, task, extra):
+    """sample.py's main in this process (`python sample.py` itself runs in test_train_pretrained.py and
+    test_data_folder.py)."""
+    import sample
     if task == "i2t":  # an image file written by an earlier sample call stands in for a user's x-ray
         from data.synthetic import SyntheticDataset
         from PIL import Image
@@ -60,7 +76,7 @@ def test_sample_every_task(tiny_run, tmp_path, task, extra):
         Image.fromarray(SyntheticDataset("cxr", "test", image_size=64)[0].image).save(path)
         extra = ["--image", path]
     out = str(tmp_path / task)
-    run(["sample.py", "--ckpt", tiny_run, "--task", task, "--n", "2", "--sample-steps", "4", "--out", out, *extra])
+    sample.main(["--ckpt", tiny_run, "--task", task, "--n", "2", "--sample-steps", "4", "--out", out, *extra])
     files = os.listdir(out)
     assert "grid.png" in files and "image_0.png" in files and "text_0.txt" in files
 
@@ -79,7 +95,8 @@ def test_a_checkpoint_without_the_sampler_entry_samples_and_evaluates_with_the_s
     torch.save(ck, path)
     assert vars(load_run(old)[2]) == vars(load_run(tiny_run)[2]) == sampler
     out = str(tmp_path / "unguided.json")
-    run(["eval.py", "--run", old, "--n-eval", "4", "--set", "sample_steps=2", "--i2t-cfg-scale", "0", "--out", out])
+    import eval as ev  # its main in this process (`python eval.py --run` itself: test_train_pretrained.py)
+    ev.main(["--run", old, "--n-eval", "4", "--set", "sample_steps=2", "--i2t-cfg-scale", "0", "--out", out])
     m = json.load(open(out))
     assert m["sampler"] == {**sampler, "sample_steps": 2, "i2t_cfg_scale": 0.0} and m["n_eval"] == 4
     assert os.path.exists(str(tmp_path / "unguided.png"))
@@ -114,16 +131,16 @@ def kill_once_checkpointed(args, ckpt, min_step, timeout=120) -> int:
 
 def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
     """SIGKILL mid-run, then --resume: the final weights equal those of an uninterrupted run, bit for bit."""
-    args = [*TINY, "--steps", "40", "--ckpt-every", "5", "--skip-eval"]
+    args = [*TINY, "--steps", "70", "--ckpt-every", "5", "--skip-eval"]  # ~20 ms steps: 60 left when it is killed
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     for d in (straight, killed):
         _copy_tokenizers(tiny_run, d)  # same tokenizers, so only the diffusion training is compared
     run(["train.py", *args, "--out", straight])
     step_at_kill = kill_once_checkpointed(["train.py", *args, "--out", killed], os.path.join(killed, "ckpt.pt"), 10)
-    assert step_at_kill < 40, "the run finished before it could be killed; the test proves nothing"
+    assert step_at_kill < 70, "the run finished before it could be killed; the test proves nothing"
     run(["train.py", *args, "--out", killed, "--resume"])
     a, b = _final_state(straight), _final_state(killed)
-    assert a["step"] == b["step"] == 40
+    assert a["step"] == b["step"] == 70
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for ea, eb in zip(a["ema"], b["ema"]):
@@ -136,28 +153,29 @@ def test_sigterm_saves_a_checkpoint_of_the_step_reached(tiny_run, tmp_path):
     _copy_tokenizers(tiny_run, out)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     proc = subprocess.Popen([sys.executable, "train.py", *TINY, "--steps", "100000", "--ckpt-every", "1000000",
-                             "--skip-eval", "--out", out], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             "--log-every", "10", "--skip-eval", "--out", out], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log, deadline = os.path.join(out, "log.txt"), time.time() + 120
-    while time.time() < deadline and not (os.path.exists(log) and "step 100 |" in open(log).read()):
+    while time.time() < deadline and not (os.path.exists(log) and "step 20 |" in open(log).read()):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
-    assert torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["step"] >= 100
+    assert torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["step"] >= 20
     assert "interrupted: checkpoint saved" in open(log).read()
 
 
-def test_existing_run_needs_resume_flag(tiny_run):
-    r = run(["train.py", *TINY, "--out", tiny_run], check=False)
-    assert r.returncode != 0 and "--resume" in r.stderr + r.stdout
+def test_existing_run_needs_resume_flag(tiny_run, capsys):
+    import train
+    _, _, msg = cli_error(train.main, [*TINY, "--out", tiny_run], capsys)
+    assert "--resume" in msg and "Traceback" not in msg
 
 
-def test_incompatible_checkpoint_is_named(tiny_run, tmp_path):
+def test_incompatible_checkpoint_is_named(tiny_run, tmp_path, capsys):
+    import train
     other = str(tmp_path / "other")
     shutil.copytree(tiny_run, other)
-    r = run(["train.py", *TINY, "--d-model", "48", "--out", other, "--resume"], check=False)
-    msg = r.stderr + r.stdout
-    assert r.returncode != 0 and "ckpt.pt" in msg and "d_model" in msg and "Traceback" not in msg
+    _, _, msg = cli_error(train.main, [*TINY, "--d-model", "48", "--out", other, "--resume"], capsys)
+    assert "ckpt.pt" in msg and "d_model" in msg and "Traceback" not in msg
 
 
 def test_vq_f_sets_the_image_token_grid_of_the_run(tmp_path):
@@ -167,21 +185,23 @@ def test_vq_f_sets_the_image_token_grid_of_the_run(tmp_path):
     assert vocab["n_image_tokens"] == (64 // 16) ** 2
 
 
-def test_bad_flag_value_is_reported():
-    r = run(["train.py", "--time-cond", "sometimes"], check=False)
-    assert r.returncode == 2 and "--time-cond" in r.stderr
+def test_bad_flag_value_is_reported(capsys):
+    import train
+    status, err, _ = cli_error(train.main, ["--time-cond", "sometimes"], capsys)
+    assert status == 2 and "--time-cond" in err
 
 
-def test_missing_data_dir_is_reported(tmp_path):
-    r = run(["train.py", *TINY, "--data", "mimic", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")],
-            check=False)
-    msg = r.stderr + r.stdout
-    assert r.returncode != 0 and "nowhere" in msg and "Traceback" not in msg
+def test_missing_data_dir_is_reported(tmp_path, capsys):
+    import train
+    _, _, msg = cli_error(train.main, [*TINY, "--data", "mimic", "--data-dir", str(tmp_path / "nowhere"),
+                                       "--out", str(tmp_path / "r")], capsys)
+    assert "nowhere" in msg and "Traceback" not in msg
 
 
-def test_sample_without_checkpoint_is_reported(tmp_path):
-    r = run(["sample.py", "--ckpt", str(tmp_path), "--task", "joint"], check=False)
-    assert r.returncode != 0 and "ckpt.pt" in r.stderr + r.stdout
+def test_sample_without_checkpoint_is_reported(tmp_path, capsys):
+    import sample
+    _, _, msg = cli_error(sample.main, ["--ckpt", str(tmp_path), "--task", "joint"], capsys)
+    assert "ckpt.pt" in msg and "Traceback" not in msg
 
 
 def test_ddp_two_gloo_processes_match_single_process(tiny_run, tmp_path):
@@ -244,13 +264,13 @@ def test_learning_curve_tool_plots_the_recorded_evaluations(tiny_run, tmp_path):
     assert os.path.exists(png)
 
 
-def test_smoke_preset_beats_the_trivial_baselines_both_ways(tmp_path):
+def test_smoke_preset_beats_the_trivial_baselines_both_ways(smoke_preset_run):
     """`python train.py --preset smoke` (about 2 minutes): on a fixed seed its reports and its images both carry more of
     the findings than guessing each finding at its prevalence, and are more accurate than calling everything negative.
-    Measured on 2 CPU cores (docs/experiments.md): label F1 0.48-0.53 / 0.43-0.53 on 3 seeds against ~0.2 for guessing."""
-    out = str(tmp_path / "smoke")
-    run(["train.py", "--preset", "smoke", "--seed", "0", "--threads", "1", "--out", out, "--no-eval-joint"])
-    m = json.load(open(os.path.join(out, "metrics.json")))  # joint pairs: tested on the tiny run
+    Measured on 2 CPU cores (docs/experiments.md): label F1 0.48-0.53 / 0.43-0.53 on 3 seeds against ~0.2 for guessing.
+    The run starts with the session (tests/conftest.py smoke_preset_run), beside the other tests."""
+    out = smoke_preset_run.wait()
+    m = json.load(open(os.path.join(out, "metrics.json")))
     for task in ("i2t", "t2i"):
         assert m[task]["label_f1_macro"] > m[f"{task}_baselines"]["prior_sampling"]["f1_macro"] + 0.1, task
         assert m[task]["label_acc"] > m[f"{task}_baselines"]["all_negative"]["acc"], task
@@ -258,14 +278,16 @@ def test_smoke_preset_beats_the_trivial_baselines_both_ways(tmp_path):
 
 @pytest.mark.parametrize("layout", ["mimic", "r2gen"])
 def test_train_runs_end_to_end_on_a_real_layout_mimic_tree(tmp_path, layout):
-    """`python train.py --data mimic --data-dir FIXTURE --steps 5`: real MIMIC-CXR-JPG / R2Gen layouts, warts included."""
+    """`python train.py --data mimic --data-dir FIXTURE --steps 5`: real MIMIC-CXR-JPG / R2Gen layouts, warts included
+    (trained eagerly: compiling, a minute on a cold kernel cache, is test_compiled_training_follows_the_eager_run's)."""
     from fixtures_real import make_mimic_jpg_tree, make_r2gen
     root = tmp_path / "mimic"
     make_mimic_jpg_tree(root) if layout == "mimic" else make_r2gen(root, "mimic")
     out = str(tmp_path / "run")
     r = run(["train.py", "--data", "mimic", "--data-dir", str(root), "--steps", "5", "--out", out, "--vq-steps", "20",
              "--codebook-size", "16", "--text-vocab", "300", "--d-model", "32", "--n-layers", "1", "--n-heads", "2",
-             "--batch-size", "4", "--n-eval", "4", "--sample-steps", "2", "--threads", "1", "--warmup", "2"])
+             "--batch-size", "4", "--n-eval", "4", "--sample-steps", "2", "--threads", "1", "--warmup", "2",
+             "--text-len", "48", "--no-compile"])
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["train"]["steps"] == 5 and 0 <= m["i2t"]["label_f1_macro"] <= 1 and "bleu4" in m["i2t"]
     assert "t2i" not in m  # no oracle for real images: FID needs the Inception weights (eval.py --fid)

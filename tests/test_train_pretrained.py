@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import medim
 import tokenizer as tk
 import train
-from test_train import kill_once_checkpointed
+from test_train import cli_error, kill_once_checkpointed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -27,7 +27,7 @@ UNSEEN = ["zebras graze in quantum fields", "Ünïcödé → café 😀", "<|im_
           "  two  spaces,\ttabs\nand 12345", ""]
 TINY = ["--preset", "smoke", "--n-train", "256", "--vq-steps", "40", "--codebook-size", "64", "--n-layers", "1",
         "--batch-size", "8", "--n-eval", "8", "--sample-steps", "4", "--oracle-steps", "60", "--threads", "1",
-        "--token-temperature", "1", "--lr", "1e-3"]
+        "--token-temperature", "1", "--lr", "1e-3", "--text-len", "48"]  # 48 report slots: test_train.TINY says why
 
 
 def run(args, check=True):
@@ -207,46 +207,50 @@ def test_eval_works_from_the_run_directory(llm_run, tmp_path):
     assert 0 <= m["i2t"]["label_f1_macro"] <= 1 and "fd_oracle" in m["t2i"]
 
 
+def copy_tokenizers(llm_run, run_dir):
+    """The run's tokenizers and token cache, so a test's run trains only the diffusion model."""
+    os.makedirs(run_dir)
+    for f in ("vqvae.pt", "tokenizer.json", "vocab.json", "cache"):
+        (shutil.copytree if f == "cache" else shutil.copy)(os.path.join(llm_run, f), os.path.join(run_dir, f))
+
+
 def test_killed_run_resumes_from_its_directory_alone_bit_identical(llm, llm_run, tmp_path):
     """SIGKILL mid-run, then `train.py --out DIR --resume` with no other flag: the settings, the LLM and the trimmed
     tokenizer come back from the run directory, and the final weights equal an uninterrupted run's."""
-    args = [*TINY, "--init-from", llm, "--steps", "30", "--ckpt-every", "3", "--skip-eval"]
+    args = [*TINY, "--init-from", llm, "--steps", "45", "--ckpt-every", "3", "--skip-eval"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     for d in (straight, killed):
-        os.makedirs(d)
-        for f in ("vqvae.pt", "tokenizer.json", "vocab.json", "cache"):
-            (shutil.copytree if f == "cache" else shutil.copy)(os.path.join(llm_run, f), os.path.join(d, f))
+        copy_tokenizers(llm_run, d)
     run(["train.py", *args, "--out", straight])
     step_at_kill = kill_once_checkpointed(["train.py", *args, "--out", killed], os.path.join(killed, "ckpt.pt"), 6)
-    assert step_at_kill < 30, "the run finished before it could be killed"
+    assert step_at_kill < 45, "the run finished before it could be killed"
     r = run(["train.py", "--out", killed, "--resume"])
     assert "the architecture of" in r.stdout + r.stderr  # the checkpoint brings the weights: the LLM's are not read
     a, b = (torch.load(os.path.join(d, "ckpt.pt"), weights_only=True) for d in (straight, killed))
-    assert a["step"] == b["step"] == 30 and a["pretrained"] == b["pretrained"]
+    assert a["step"] == b["step"] == 45 and a["pretrained"] == b["pretrained"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_resume_when_the_llm_directory_is_gone_is_one_clear_error(tmp_path):
-    llm = write_llm(tmp_path / "llm")
+def test_resume_when_the_llm_directory_is_gone_is_one_clear_error(llm, llm_run, tmp_path, capsys):
+    gone = str(tmp_path / "llm")
+    shutil.copytree(llm, gone)                       # a copy of the fixture's LLM, with the same tokenizer.json
     out = str(tmp_path / "run")
-    run(["train.py", *TINY, "--init-from", llm, "--steps", "2", "--skip-eval", "--out", out])
-    shutil.rmtree(llm)
-    r = run(["train.py", "--out", out, "--resume", "--steps", "4"], check=False)
-    msg = r.stderr + r.stdout
-    assert r.returncode != 0 and f"error: --init-from {llm}" in msg and "resume" in msg and "Traceback" not in msg
+    copy_tokenizers(llm_run, out)
+    run(["train.py", *TINY, "--init-from", gone, "--steps", "2", "--skip-eval", "--out", out])
+    shutil.rmtree(gone)
+    _, _, msg = cli_error(train.main, ["--out", out, "--resume", "--steps", "4"], capsys)
+    assert f"error: --init-from {gone}" in msg and "resume" in msg and "Traceback" not in msg
 
 #### Bad input and the override
 
 
-def test_llm_directory_without_tokenizer_json_is_a_clear_error_and_bpe_overrides(tmp_path):
+def test_llm_directory_without_tokenizer_json_is_a_clear_error_and_bpe_overrides(tmp_path, capsys):
     llm = write_llm(tmp_path / "llm", with_tokenizer=False)
     out = str(tmp_path / "run")
-    r = run(["train.py", *TINY, "--init-from", llm, "--steps", "2", "--skip-eval", "--out", out], check=False)
-    msg = r.stderr + r.stdout
-    assert r.returncode != 0 and f"{llm} has no tokenizer.json" in msg and "--text-tokenizer" in msg
-    assert "Traceback" not in msg
+    _, _, msg = cli_error(train.main, [*TINY, "--init-from", llm, "--steps", "2", "--skip-eval", "--out", out], capsys)
+    assert f"{llm} has no tokenizer.json" in msg and "--text-tokenizer" in msg and "Traceback" not in msg
     run(["train.py", *TINY, "--init-from", llm, "--text-tokenizer", "bpe", "--text-vocab", "300", "--steps", "2",
-         "--skip-eval", "--out", out])
+         "--vq-steps", "2", "--skip-eval", "--out", out])  # the VQ-VAE's quality is not what is tested: 2 steps
     record = json.load(open(os.path.join(out, "config.json")))["pretrained"]
     assert record["text_tokenizer"].startswith("bpe") and not record["trimmed"]
 
@@ -254,10 +258,9 @@ def test_llm_directory_without_tokenizer_json_is_a_clear_error_and_bpe_overrides
 @pytest.mark.parametrize("flags,words", [(["--init-from", "no-such-model"], ["error: --init-from no-such-model"]),
                                          (["--random-init"], ["--random-init needs --init-from"]),
                                          (["--text-tokenizer", "llm"], ["needs --init-from"])])
-def test_bad_init_flags_are_one_clear_error(tmp_path, flags, words):
-    r = run(["train.py", *TINY, *flags, "--steps", "2", "--out", str(tmp_path / "r")], check=False)
-    msg = r.stderr + r.stdout
-    assert r.returncode != 0 and all(w in msg for w in words) and "Traceback" not in msg
+def test_bad_init_flags_are_one_clear_error(tmp_path, flags, words, capsys):
+    _, _, msg = cli_error(train.main, [*TINY, *flags, "--steps", "2", "--out", str(tmp_path / "r")], capsys)
+    assert all(w in msg for w in words) and "Traceback" not in msg
 
 
 def test_trim_speed_bench_times_both_vocabularies(llm):
@@ -267,11 +270,11 @@ def test_trim_speed_bench_times_both_vocabularies(llm):
     assert r["vocab"]["full"] > r["vocab"]["trimmed"] and set(r["ms"]) == {"full", "trimmed"} and r["speedup"] > 0
 
 
-def test_tokenizers_of_another_kind_in_the_run_directory_are_refused(llm_run, tmp_path):
+def test_tokenizers_of_another_kind_in_the_run_directory_are_refused(llm_run, tmp_path, capsys):
     """A run asking for our own BPE must not train on a trimmed LLM vocabulary copied into its directory."""
     out = tmp_path / "mixed"
     os.makedirs(out)
     for f in ("vqvae.pt", "tokenizer.json", "vocab.json"):
         shutil.copy(os.path.join(llm_run, f), out / f)
-    r = run(["train.py", *TINY, "--steps", "1", "--skip-eval", "--out", str(out)], check=False)
-    assert r.returncode != 0 and "not a BPE of its own" in r.stderr + r.stdout and "Traceback" not in r.stderr
+    _, _, msg = cli_error(train.main, [*TINY, "--steps", "1", "--skip-eval", "--out", str(out)], capsys)
+    assert "not a BPE of its own" in msg and "Traceback" not in msg
