@@ -26,9 +26,12 @@ folders and finished runs are kept; a stopped run continues from its checkpoint 
 Writes OUT/augment.md: per arm mean ± std over seeds, the gain over `real` computed as the paper gives it
 (relative, of the seed means) and per-seed paired differences with a 95% t-interval and a sign count.
 """
+import os
+
+if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import argparse
 import json
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for ablations
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for ablations, train_speed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 from ablations import paired_summary, run_train, slug  # noqa: E402
 from data import load_pairs  # noqa: E402
@@ -45,6 +48,7 @@ from data.common import write_atomic  # noqa: E402
 from eval import evaluation_data, label_metrics, report_findings, write_json  # noqa: E402
 from eval_text import report_metrics  # noqa: E402
 from sample import condition_on_images, condition_on_prompt, generate, load_run  # noqa: E402
+from train_speed import set_threads  # noqa: E402
 
 ARMS = ("real", "real + MeDiM", "real + shuffled MeDiM", "real + real")
 COLUMNS = (("label F1", "label_f1_macro"), ("BLEU-1", "bleu1"), ("BLEU-2", "bleu2"), ("BLEU-3", "bleu3"),
@@ -70,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--train-args", default="", help="extra train.py flags for every downstream run")
     p.add_argument("--jobs", type=int, default=1, help="downstream runs trained at a time (2 on a 2-core CPU, each "
                    "with --train-args '--threads 1')")
+    p.add_argument("--device", default="cpu", help="where pairs are drawn and judged (training: --train-args)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for drawing and judging; 0 = all cores")
     p.add_argument("--table-only", action="store_true", help="train nothing: the table of the finished runs")
     args = p.parse_args(argv)
     if not os.path.exists(os.path.join(args.generator, "ckpt.pt")):
@@ -81,14 +87,14 @@ def parse_args(argv=None):
 
 #### The pairs of each arm, as folder datasets
 
-def generated_pairs(generator: str, n: int, out_dir: str, seed: int = 0) -> list[dict]:
+def generated_pairs(generator: str, n: int, out_dir: str, seed: int = 0, device: str = "cpu") -> list[dict]:
     """n unconditional pairs drawn by the generator run with its joint-task settings, saved as PNGs once."""
     index = os.path.join(out_dir, "pairs.json")
     if os.path.exists(index):
         rows = json.load(open(index))
         if len(rows) >= n:
             return rows[:n]
-    model, tok, sampler, train_config = load_run(generator)
+    model, tok, sampler, train_config = load_run(generator, device=device)
     if train_config.get("data", "synthetic") != "synthetic":
         raise SystemExit(f"error: --generator {generator} was trained on {train_config.get('data')!r}; this study "
                          f"judges reports with the synthetic CXR labeler, so it needs a run on --data synthetic")
@@ -156,7 +162,7 @@ def train_downstream(generator: str, folder: str, run_dir: str, seed: int, steps
                *DOWNSTREAM, *extra, *(["--resume"] if done >= 0 else [])], os.path.join(run_dir, "train.out"))
 
 
-def judge(run_dir: str, test_pairs: list, folder: str) -> dict:
+def judge(run_dir: str, test_pairs: list, folder: str, device: str = "cpu") -> dict:
     """Image -> report on the real test pairs, scored as eval.py scores it, against the reference text as the folder
     loader cleaned it (headings cut, like the training reports); cached in run_dir/downstream.json."""
     path = os.path.join(run_dir, "downstream.json")
@@ -165,7 +171,7 @@ def judge(run_dir: str, test_pairs: list, folder: str) -> dict:
     cleaned = load_pairs("folder", "test", data_dir=folder, image_size=test_pairs[0].image.shape[0], section="both")
     by_id = {cleaned[i].uid: cleaned[i].report for i in range(len(cleaned))}
     pairs = [replace(p, report=by_id[f"test{i:03d}"]) for i, p in enumerate(test_pairs)]  # labels: the ground truth
-    model, tok, sampler, _ = load_run(run_dir)
+    model, tok, sampler, _ = load_run(run_dir, device=device)
     x = condition_on_images(tok, [p.image for p in pairs], [p.domain for p in pairs])
     gens = [r for r, _, _ in generate(model, tok, x, sampler, seed=0)]
     pred, true, names = report_findings(gens, pairs)
@@ -209,6 +215,7 @@ def markdown(results: dict, seeds: list[int]) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    set_threads(args.threads)
     extra = args.train_args.split()
     os.makedirs(args.out, exist_ok=True)
     test_pairs, _ = evaluation_data("synthetic", data_dir="", image_size=64, seed=0, options={}, n_eval=args.n_eval)
@@ -219,7 +226,7 @@ def main(argv=None):
         real_rows = [save_pair(real_dir, f"real{i:05d}", train[i].image, train[i].report) for i in range(len(train))]
         real, extra_real = real_rows[:args.real], real_rows[args.real:]
         held_out = [save_pair(real_dir, f"test{i:03d}", p.image, p.report) for i, p in enumerate(test_pairs)]
-        gen = generated_pairs(args.generator, args.generated, os.path.join(args.out, "generated"))
+        gen = generated_pairs(args.generator, args.generated, os.path.join(args.out, "generated"), device=args.device)
         for arm in ARMS:
             write_folder(arm_rows(arm, real, extra_real, gen), held_out, os.path.join(args.out, "data", slug(arm)))
     runs = [(arm, seed, os.path.join(args.out, "runs", f"{slug(arm)}_s{seed}"), os.path.join(args.out, "data", slug(arm)))
@@ -229,7 +236,7 @@ def main(argv=None):
             list(pool.map(lambda r: train_downstream(args.generator, r[3], r[2], r[1], args.steps, extra), runs))
     for arm, seed, run_dir, folder in runs:
         if finished_steps(run_dir) >= args.steps:
-            results[arm][seed] = judge(run_dir, test_pairs, folder)
+            results[arm][seed] = judge(run_dir, test_pairs, folder, args.device)
     table = markdown(results, args.seeds)
     setting = (f"R = {args.real} real pairs, G = {args.generated} added pairs, {args.steps} steps per run, "
                f"generator {args.generator}, judged on {len(test_pairs)} real test pairs")

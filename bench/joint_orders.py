@@ -1,0 +1,123 @@
+"""How should a pair be drawn when neither the image nor the report is given? Each way judged as eval.py judges pairs.
+
+    python bench/joint_orders.py --run runs/default                 # 200 unconditional pairs per way, ~40 min at 1 thread
+    python bench/joint_orders.py --run runs/default --n 50 --ways "one pass, sampled, random order"
+
+Every way is a list of medim.sample passes over the same unconditioned rows (only the domain tag given), from one
+generator seeded as eval.py seeds its joint pairs: one pass over both halves, or a first pass over one half (the
+other still [MASK]) and a second over the rest, or a first pass over both and a second that draws the report again
+from the finished image. sample.py's two joint orders are two of these ways and give the same numbers as eval.py.
+Rows already measured (OUT/joint_orders.jsonl) are kept; writes OUT/joint_orders.md.
+"""
+import os
+
+if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for train_speed
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import medim  # noqa: E402
+from data.common import write_atomic  # noqa: E402
+from eval import evaluation_data, joint_metrics, loader_options  # noqa: E402
+from eval_image import ORACLE_STEPS, train_oracle  # noqa: E402
+from data.synthetic import CXR_FINDINGS  # noqa: E402
+from sample import RANDOM_ORDER, condition_on_prompt, load_run  # noqa: E402
+from train_speed import load_average, set_threads  # noqa: E402
+
+# both halves, one slot of each per step, random order, sampled tokens (sample.image_then_report's first pass)
+TOGETHER = dict(token_temperature=1.0, text_left_to_right=False, sample_steps=64, text_steps=64,
+                temperature=RANDOM_ORDER)
+# way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
+# only, "report again" = mask the generated report and fill it from the image
+WAYS = {
+    "one pass, argmax, most confident first (the other tasks' sampler)": [(None, {})],
+    "one pass, sampled, most confident first": [(None, dict(TOGETHER, temperature=1.0))],
+    "one pass, sampled, Gumbel confidence noise 3": [(None, dict(TOGETHER, temperature=3.0))],
+    "one pass, sampled, random order": [(None, TOGETHER)],
+    "image first (sampled, most confident first), then the report (argmax)": [("image", dict(token_temperature=1.0)),
+                                                                              (None, {})],
+    "report first, left to right, sampled (report_first)": [("text", dict(token_temperature=1.0)), (None, {})],
+    "report first in random order, then the image": [("text", TOGETHER), (None, {})],
+    "random order together, then the report from the image, argmax": [(None, TOGETHER), ("report again", {})],
+    "random order together, then the report from the image, sampled (image_then_report)":
+        [(None, TOGETHER), ("report again", dict(token_temperature=1.0))],
+}
+
+
+def draw(model, tok, passes, sampler, n, seed, device="cpu"):
+    """n unconditional CXR pairs through the passes. Returns (images, reports)."""
+    seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
+    x = condition_on_prompt(tok, n, "cxr").to(device)
+    report_slots = (x == tok.vocab.mask_id) & (seg == medim.TEXT)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for fill, settings in passes:
+        if fill == "report again":
+            x = x.masked_fill(report_slots, tok.vocab.mask_id)
+        part = {"image": medim.IMAGE, "text": medim.TEXT}.get(fill)
+        x = medim.sample(model, x, seg, legal, replace(sampler, **settings), generator=gen, fill=part)
+    if (x == tok.vocab.mask_id).any():  # a one-half pass last: the rest as generate would fill it
+        x = medim.sample(model, x, seg, legal, sampler, generator=gen)
+    out = [tok.decode(row) for row in x.cpu().numpy()]
+    return [im for _, im, _ in out], [r for r, _, _ in out]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="a trained run on --data synthetic (CXR)")
+    p.add_argument("--out", default="", help="default: RUN/joint_orders")
+    p.add_argument("--n", type=int, default=200, help="pairs per way (default 200, as eval.py)")
+    p.add_argument("--ways", default="", help="';'-separated subset of the way names (default: all)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = all cores this process may use")
+    args = p.parse_args(argv)
+    threads = set_threads(args.threads)
+    ways = [w.strip() for w in args.ways.split(";") if w.strip()] or list(WAYS)
+    unknown = [w for w in ways if w not in WAYS]
+    if unknown:
+        raise SystemExit(f"error: --ways: unknown {unknown}; expected some of {list(WAYS)}")
+    model, tok, sampler, cfg = load_run(args.run, device=args.device)
+    if cfg.get("data", "synthetic") != "synthetic":
+        raise SystemExit(f"error: --run {args.run} was trained on {cfg.get('data')!r}: pairs are judged by the synthetic "
+                         f"CXR oracle and labeler, so it needs a run on --data synthetic")
+    out = args.out or os.path.join(args.run, "joint_orders")
+    os.makedirs(out, exist_ok=True)
+    rows_path = os.path.join(out, "joint_orders.jsonl")
+    done = {}
+    if os.path.exists(rows_path):
+        done = {r["way"]: r for r in map(json.loads, open(rows_path)) if r["n"] == args.n}
+    pairs, train = evaluation_data("synthetic", data_dir="", image_size=cfg.get("image_size", 64), seed=cfg.get("seed", 0),
+                                   options=loader_options(False, cfg.get("data_options", "")), n_eval=args.n)
+    oracle = train_oracle(train["cxr"], CXR_FINDINGS, os.path.join(args.run, "oracle_cxr"), seed=cfg.get("seed", 0),
+                          steps=cfg.get("oracle_steps", ORACLE_STEPS))
+    for way in ways:
+        if way in done:
+            continue
+        t0 = time.perf_counter()
+        images, reports = draw(model, tok, WAYS[way], sampler, args.n, seed=cfg.get("seed", 0) + 2, device=args.device)
+        m = joint_metrics(images, reports, pairs, train["cxr"], oracle, CXR_FINDINGS, "cxr", cfg.get("seed", 0))
+        done[way] = {"way": way, "n": args.n, "seconds": round(time.perf_counter() - t0, 1),
+                     "distinct": m["distinct_reports"], "gap": m["prevalence_max_gap"],
+                     "kappa": m["coherence"]["kappa"], "f1": m["coherence"]["f1_macro"],
+                     "prevalence": m["prevalence"], "examples": reports[:3]}
+        with open(rows_path, "a") as f:
+            f.write(json.dumps(done[way]) + "\n")
+        print(f"{way}: distinct {m['distinct_reports']:.2f}, gap {m['prevalence_max_gap']:.3f}, "
+              f"kappa {m['coherence']['kappa']:.3f} ({done[way]['seconds']:.0f} s, {args.device}, {threads} threads, "
+              f"load {load_average()})", flush=True)
+    lines = ["| how the pair is drawn | distinct reports | prevalence gap | kappa | F1 | s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {w} | {done[w]['distinct']:.0%} | {done[w]['gap']:.3f} | {done[w]['kappa']:.3f} | {done[w]['f1']:.3f} | "
+              f"{done[w]['seconds']:.0f} |" for w in WAYS if w in done]
+    table = f"{args.run}, {args.n} unconditional pairs per way\n\n" + "\n".join(lines) + "\n"
+    write_atomic(os.path.join(out, "joint_orders.md"), lambda f: f.write(table.encode()))
+    print(table + f"\nwrote {os.path.join(out, 'joint_orders.md')}")
+
+
+if __name__ == "__main__":
+    main()
