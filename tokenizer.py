@@ -4,6 +4,7 @@ BPE turns a report into text ids, and `Vocab` puts both, the special tokens and 
 fixed-length sequence, the thing the discrete diffusion model of medim.py denoises:
 
     [<domain>] [<boi>] img_1 .. img_N [<eoi>] txt_1 .. txt_L        (text slots: report ids, <eos>, then <pad>s)
+    [<domain>] txt_1 .. txt_L [<boi>] img_1 .. img_N [<eoi>]        (text_first: the report before the image)
 
 MeDiM itself (MeDiM §3.2; docs/paper-notes.md "Image tokenizer") uses the frozen 8192-code Chameleon VQGAN (512 px →
 32×32 codes) and the LLaMA-2 tokenizer.
@@ -312,9 +313,14 @@ class Vocab:
     than L − 1 ids is cut and counted in `n_truncated`, never silently.
     text_rows: with a pretrained LLM's tokenizer, the LLM token id each text id 0..n_text-1 stands for (trim_text_rows):
     text id i is LLM id text_rows[i] and starts from the LLM's embedding row text_rows[i]. None: text ids are the text
-    tokenizer's own ids."""
+    tokenizer's own ids.
+    text_first: [<domain>] txt_1..txt_L [<boi>] img_1..img_N [<eoi>] instead, the report before the image. A
+    bidirectional model sees the same tokens either way; a causal one (MeDiM Tab. 4 "w/ causal mask") can then read
+    the report while it draws the image, and no longer the image while it writes the report. Everything else finds the
+    slots through segment_ids (or image_slots / text_slots), never by position."""
 
-    def __init__(self, n_text: int, K: int, n_image_tokens: int, text_len: int, domains=DOMAINS, text_rows=None):
+    def __init__(self, n_text: int, K: int, n_image_tokens: int, text_len: int, domains=DOMAINS, text_rows=None,
+                 text_first=False):
         if text_len < 2:
             raise ValueError(f"Vocab: text_len must be ≥ 2 (a report id and <eos>), got {text_len}")
         if text_rows is not None and len(text_rows) != n_text:
@@ -329,8 +335,14 @@ class Vocab:
         self.size = self.image_offset + K
         self.seq_len = n_image_tokens + text_len + 3
         self.n_truncated = 0
+        # where the two segments sit; <boi> is right before the image, <eoi> right after it, the domain tag first
+        self.text_first = bool(text_first)
+        image_start = 2 + text_len if self.text_first else 2
+        self.image_slots = slice(image_start, image_start + n_image_tokens)
+        self.text_slots = slice(1, 1 + text_len) if self.text_first else slice(3 + n_image_tokens, self.seq_len)
         # 0 = never diffused (domain tag, <boi>, <eoi>), 1 = image codes, 2 = text slots
-        self.segment_ids = torch.tensor([0, 0] + [1] * n_image_tokens + [0] + [2] * text_len)          # (T,)
+        self.segment_ids = torch.zeros(self.seq_len, dtype=torch.long)                                 # (T,)
+        self.segment_ids[self.image_slots], self.segment_ids[self.text_slots] = 1, 2
         # the ids each segment may produce (the official force_argmax_valid_indices); [MASK] is never one of them
         self.legal = torch.zeros(3, self.size, dtype=torch.bool)                                       # (3, V)
         self.legal[0], self.legal[0, self.mask_id] = True, False
@@ -340,7 +352,9 @@ class Vocab:
     def to_dict(self) -> dict:
         d = dict(n_text=self.n_text, K=self.K, n_image_tokens=self.n_image_tokens, text_len=self.text_len,
                  domains=list(self.domains))
-        return d if self.text_rows is None else dict(d, text_rows=self.text_rows)  # old runs' files and hashes unchanged
+        # each only when set: the files and token-cache hashes of the runs before them stay unchanged
+        d = d if self.text_rows is None else dict(d, text_rows=self.text_rows)
+        return dict(d, text_first=True) if self.text_first else d
 
     def encode(self, text_ids, codes, domain: str) -> np.ndarray:  # (report ids, N codes in [0, K), domain) -> (T,) int64
         ids, codes = np.asarray(list(text_ids), np.int64), np.asarray(codes, np.int64).reshape(-1)
@@ -355,18 +369,21 @@ class Vocab:
             ids, self.n_truncated = ids[:self.text_len - 1], self.n_truncated + 1
         text = np.full(self.text_len, self.pad, np.int64)
         text[:len(ids)], text[len(ids)] = ids, self.eos
-        return np.concatenate([[self.domain_id[domain], self.boi], codes + self.image_offset, [self.eoi], text])
+        seq = np.empty(self.seq_len, np.int64)
+        seq[0], seq[self.image_slots.start - 1], seq[self.image_slots.stop] = self.domain_id[domain], self.boi, self.eoi
+        seq[self.image_slots], seq[self.text_slots] = codes + self.image_offset, text
+        return seq
 
     def decode(self, seq):  # (T,) -> (text ids before the first <eos>/<pad>, image codes (N,), domain)
-        seq, N = np.asarray(seq, np.int64), self.n_image_tokens
+        seq = np.asarray(seq, np.int64)
         domains = {v: k for k, v in self.domain_id.items()}
         if seq.shape != (self.seq_len,) or seq[0] not in domains:
             raise ValueError(f"Vocab.decode: expected {self.seq_len} ids starting with a domain tag {self.domain_id}, "
                              f"got shape {seq.shape}" + (f" starting with {seq[0]}" if seq.size else ""))
-        codes, text = seq[2:2 + N] - self.image_offset, seq[3 + N:]
+        codes, text = seq[self.image_slots] - self.image_offset, seq[self.text_slots]
         if codes.min() < 0 or codes.max() >= self.K:
             bad = int(np.flatnonzero((codes < 0) | (codes >= self.K))[0])
-            raise ValueError(f"Vocab.decode: image slot {bad} holds id {seq[2 + bad]}, not an image code")
+            raise ValueError(f"Vocab.decode: image slot {bad} holds id {seq[self.image_slots][bad]}, not an image code")
         end = np.flatnonzero((text == self.eos) | (text == self.pad))
         text = text[:end[0] if end.size else None]
         if text.size and text.max() >= self.n_text:
@@ -484,8 +501,11 @@ class MedTokenizer:
         try:
             with open(vocab_path) as fh:
                 meta = json.load(fh)
+            text_first = meta.get("text_first", False)  # files written before the field: the image first
+            if not isinstance(text_first, bool):
+                raise ValueError(f"text_first must be true or false, got {text_first!r}")
             vocab = Vocab(meta["n_text"], meta["K"], meta["n_image_tokens"], meta["text_len"], meta["domains"],
-                          meta.get("text_rows"))
+                          meta.get("text_rows"), text_first)
             image_size, channels = int(meta["image_size"]), int(meta["channels"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{vocab_path} is not a valid vocabulary file ({type(e).__name__}: {e})") from None
@@ -533,13 +553,14 @@ def reconstruction_stats(tok: MedTokenizer, pairs) -> dict:
 
 def train_tokenizers(train_pairs, run_dir: str, image_size: int, *, K=512, f=8, vq_steps=2000, text_vocab=2000,
                      text_len=None, seed=0, max_minutes=None, eval_pairs=None, channels=None, pretrained_text=None,
-                     max_pairs=10000, lowercase=False, device="cpu", trim_vocab=True) -> MedTokenizer:
+                     max_pairs=10000, lowercase=False, device="cpu", trim_vocab=True, text_first=False) -> MedTokenizer:
     """Train the VQ-VAE and the BPE on a seeded subset of at most max_pairs training pairs, save them in run_dir, and
     measure the VQ-VAE on eval_pairs (default: up to 500 training pairs held out from VQ training) into `tok.stats`.
     channels: 1 or 3; default 3 as soon as one image is RGB (mixed CXR + pathology: gray is replicated).
     text_len: the text slots L, by default sized from the reports. pretrained_text: an LLM dir or tokenizer.json;
     trim_vocab: keep only its ids these reports use and its byte pieces (trim_text_rows), as compact text ids.
-    device: where the VQ-VAE trains ('cuda' for 256-px data); the saved tokenizer is on the CPU."""
+    device: where the VQ-VAE trains ('cuda' for 256-px data); the saved tokenizer is on the CPU. text_first: the
+    sequence layout (Vocab), which neither tokenizer depends on."""
     t0, order = time.time(), np.random.default_rng(seed).permutation(len(train_pairs))
     n_hold = 0 if eval_pairs is not None else min(500, len(train_pairs) // 10)
     pairs = [train_pairs[int(i)] for i in tqdm(order[n_hold:n_hold + max_pairs], desc="reading pairs", mininterval=1)]
@@ -563,7 +584,7 @@ def train_tokenizers(train_pairs, run_dir: str, image_size: int, *, K=512, f=8, 
           f"ids on average, at most {max(lengths)} -> L = {text_len} text slots ({sum(n >= text_len for n in lengths)} "
           f"of {len(lengths)} reports would be cut)")
     vqvae = train_vqvae(images, channels, K=K, f=f, steps=vq_steps, seed=seed, max_minutes=max_minutes, device=device)
-    vocab = Vocab(n_text, K, (image_size // f) ** 2, text_len, text_rows=rows)
+    vocab = Vocab(n_text, K, (image_size // f) ** 2, text_len, text_rows=rows, text_first=text_first)
     tok = MedTokenizer(vqvae, text, vocab, image_size, channels)
     tok.stats = reconstruction_stats(tok, eval_pairs) if len(eval_pairs) else {}
     tok.stats["seconds"] = round(time.time() - t0, 1)

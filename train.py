@@ -80,6 +80,8 @@ class TrainConfig:
     init_from: str = ""            # an HF LLM directory (Llama / Qwen2 / Gemma / Liquid), a .gguf, or smollm2
     random_init: bool = False      # with --init-from: its architecture, tokenizer and trimmed vocabulary, random weights
     causal: bool = False           # the paper's "w/ causal mask" ablation
+    text_first: bool = False       # the report before the image in the sequence (tokenizer.Vocab), so a causal model
+                                   # reads the report while it draws the image
     time_cond: str = "adaln"       # adaln | add | none  (the paper's "w/o AdaLN" and "w/o timestep embedding" ablations)
     abs_pos: bool = True           # learned absolute positions on top of RoPE (medim.MeDiMConfig.abs_pos)
     codebook_embed: bool = True    # image-code embeddings start as a random projection of the VQ-VAE codebook
@@ -407,6 +409,24 @@ def check_run_tokenizer(tok, text_path: str | None, run_dir: str):
                          f"choose another --out")
 
 
+def check_run_layout(tok, cfg: TrainConfig, log):
+    """The sequence layout (--text-first) is the run's, not its tokenizers', which do not depend on it: tokenizers of
+    the other layout (copied in, as bench/ablations.py shares one set per seed) are laid out anew for a fresh run, in
+    vocab.json, and the token cache follows (its hash covers the layout). A resumed run keeps the layout it was
+    trained on."""
+    if tok.vocab.text_first == cfg.text_first:
+        return
+    path, layout = os.path.join(cfg.out, "vocab.json"), lambda first: "report first" if first else "image first"
+    if cfg.resume:
+        raise SystemExit(f"error: {path} lays the sequence out {layout(tok.vocab.text_first)}, as "
+                         f"{os.path.join(cfg.out, 'ckpt.pt')} was trained, but this run asks for "
+                         f"{layout(cfg.text_first)} (--{'' if cfg.text_first else 'no-'}text-first); resume without "
+                         f"it or choose another --out")
+    tok.vocab = tk.Vocab(**dict(tok.vocab.to_dict(), text_first=cfg.text_first))  # to_dict: Vocab's own arguments
+    tok.save(cfg.out)
+    log(f"the tokenizers in {cfg.out} now lay the sequence out {layout(cfg.text_first)} (--text-first)")
+
+
 def pretrained_record(cfg: TrainConfig, llm_dir: str, text_path: str | None, tok, model: MeDiM) -> dict:
     """What --init-from made of this run, for config.json and ckpt.pt: the name given, the directory it resolved to,
     the blocks kept, the text tokenizer and its trimmed rows, random or pretrained weights."""
@@ -493,11 +513,13 @@ def main(argv=None):
         try:
             tk.train_tokenizers(train_pairs, cfg.out, cfg.image_size, K=cfg.codebook_size, f=cfg.vq_f,
                                 vq_steps=cfg.vq_steps, text_vocab=cfg.text_vocab, text_len=cfg.text_len or None,
-                                seed=cfg.seed, device=device, pretrained_text=text_path, trim_vocab=cfg.trim_vocab)
+                                seed=cfg.seed, device=device, pretrained_text=text_path, trim_vocab=cfg.trim_vocab,
+                                text_first=cfg.text_first)
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: {e}")
     tok = tk.MedTokenizer.load(cfg.out)
     check_run_tokenizer(tok, text_path, cfg.out)
+    check_run_layout(tok, cfg, log)
     vocab = tok.vocab
     train_tokens = tk.token_cache(tok, train_pairs, cfg.out, "train")
     if ddp and master:
@@ -505,7 +527,8 @@ def main(argv=None):
     if vocab.n_truncated:
         log(f"note: {vocab.n_truncated} reports were longer than the {vocab.text_len} text slots and were truncated")
     tokens = torch.from_numpy(np.asarray(train_tokens, dtype=np.int64))  # (N, T): small enough to hold in memory
-    log(f"train: {len(tokens)} pairs × {vocab.seq_len} tokens | vocab {vocab.size} | {time.time() - t_start:.0f}s so far")
+    log(f"train: {len(tokens)} pairs × {vocab.seq_len} tokens ({'report' if vocab.text_first else 'image'} first) | "
+        f"vocab {vocab.size} | {time.time() - t_start:.0f}s so far")
 
     # -- model, optimizer, EMA ---------------------------------------------------------------------------------------------
     # text id i stands for LLM id text_rows[i]: the trimmed rows, or all of an untrimmed pretrained tokenizer's ids

@@ -1,6 +1,6 @@
 """Reproduce the paper's ablations (MeDiM Tab. 4, App. B) on the synthetic data: one command, several seeds, a table and a chart.
 
-    python bench/ablations.py                       # 4 variants x 3 seeds x 600 steps: ~60 minutes on 2 CPU cores (estimated)
+    python bench/ablations.py                       # 6 variants x 3 seeds x 600 steps: ~90 minutes on 2 CPU cores (estimated)
     python bench/ablations.py --seeds 0 --steps 300 # a quick look
     python bench/ablations.py --init-from smollm2 --pair-args "--preset smollm2" --steps 0   # pretrained vs random
     python bench/ablations.py --scale 4             # GPUs: 4x the training steps
@@ -9,7 +9,10 @@
 
 Variants (each one flag of train.py): full MeDiM (bidirectional, AdaLN), --causal ("w/ causal mask"), --time-cond add
 ("w/o AdaLN designs": the timestep embedding added to the tokens), --time-cond none ("w/o timestep embedding").
-Every variant of one seed reuses that seed's tokenizers, so only the diffusion model differs.
+With the image first in the sequence a causal model draws the image without seeing the report, so two more rows put the
+report first (--text-first), bidirectional and causal: they tell "the condition is invisible" apart from "causal
+attention denoises worse". Every variant of one seed reuses that seed's tokenizers (train.py lays them out for
+--text-first), so only the diffusion model and the order of its sequence differ.
 
 --init-from NAME_OR_DIR asks Tab. 4's "w/o pretrained MLLM weight" question like for like instead: the LLM's first
 blocks from its pretrained weights against the same architecture, tokenizer (the LLM's, trimmed), steps and seed from
@@ -40,6 +43,8 @@ VARIANTS = {
     "w/ causal mask": ["--causal"],
     "w/o AdaLN (additive time)": ["--time-cond", "add"],
     "w/o timestep embedding": ["--time-cond", "none"],
+    "MeDiM, report first": ["--text-first"],
+    "w/ causal mask, report first": ["--causal", "--text-first"],
 }
 PRETRAINED, RANDOM, REFERENCE = "pretrained LLM", "w/o pretrained MLLM weight", "d=128 default (reference)"
 # (column title, metrics.json path, higher is better)
@@ -59,9 +64,10 @@ def run_train(args: list[str], log_path: str):
 
 def tokenizer_flags(flags: list[str]) -> list[str]:
     """The flags a variant's tokenizers depend on: none for our BPE, the LLM's (all but --random-init, so the pair
-    shares one set) when it starts from an LLM or names a text tokenizer."""
+    shares one set, and --text-first, a layout train.py gives shared tokenizers itself) when it starts from an LLM or
+    names a text tokenizer."""
     if "--init-from" in flags or "--text-tokenizer" in flags or any(f.startswith("--preset") for f in flags):
-        return [f for f in flags if f != "--random-init"]
+        return [f for f in flags if f not in ("--random-init", "--text-first")]
     return []
 
 

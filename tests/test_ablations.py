@@ -129,3 +129,20 @@ def test_table_only_trains_nothing_and_pairs_only_seeds_both_rows_finished(tmp_p
     paired = table.split("paired by seed")[1]
     assert "| 0 | +0.100 |" in paired and "| 2 | +0.300 |" in paired and "| 1 |" not in paired
     assert "w/o pretrained MLLM weight seed 1" in table.split("Missing")[1]
+
+
+def test_report_first_variants_share_the_seeds_tokenizers_and_differ_by_text_first_only(tmp_path, monkeypatch):
+    """The default sweep's report-first rows (bidirectional and causal) train from the one tokenizer set of their
+    seed, image first; train.py lays it out for --text-first."""
+    calls = _fake_sweep(tmp_path, monkeypatch)
+    ablations.main(["--seeds", "0", "--steps", "5", "--out", str(tmp_path)])
+    runs = {os.path.basename(a[a.index("--out") + 1]): a for a in calls}
+    tokenizers = [name for name in runs if name.startswith("tokenizers")]
+    assert tokenizers == ["tokenizers_seed0"] and "--text-first" not in runs["tokenizers_seed0"]
+    flags = lambda name: runs[name][runs[name].index("5") + 1:]                  # what follows --steps 5
+    assert flags("medim__report_first_seed0") == ["--text-first"]
+    assert flags("w__causal_mask__report_first_seed0") == ["--causal", "--text-first"]
+    assert flags("w__causal_mask_seed0") == ["--causal"] and flags("medim__bidirectional___adaln_seed0") == []
+    rows = [line.split("|")[1].strip() for line in open(tmp_path / "ablations.md").read().splitlines()[4:]]
+    assert {"MeDiM, report first", "w/ causal mask, report first"} <= set(rows)
+    assert ablations.tokenizer_flags(["--init-from", "smollm2", "--text-first"]) == ["--init-from", "smollm2"]
