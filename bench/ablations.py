@@ -43,8 +43,8 @@ VARIANTS = {
     "w/ causal mask": ["--causal"],
     "w/o AdaLN (additive time)": ["--time-cond", "add"],
     "w/o timestep embedding": ["--time-cond", "none"],
-    "MeDiM, report first": ["--text-first"],
-    "w/ causal mask, report first": ["--causal", "--text-first"],
+    "MeDiM (report first)": ["--text-first"],
+    "w/ causal mask (report first)": ["--causal", "--text-first"],
 }
 PRETRAINED, RANDOM, REFERENCE = "pretrained LLM", "w/o pretrained MLLM weight", "d=128 default (reference)"
 # (column title, metrics.json path, higher is better)

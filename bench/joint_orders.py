@@ -35,7 +35,7 @@ from train_speed import load_average, set_threads  # noqa: E402
 TOGETHER = dict(token_temperature=1.0, text_left_to_right=False, sample_steps=64, text_steps=64,
                 temperature=RANDOM_ORDER)
 # way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
-# only, "report again" = mask the generated report and fill it from the image
+# only, "report again" / "image again" = mask the generated report (image) and fill it from the other half
 WAYS = {
     "one pass, argmax, most confident first (the other tasks' sampler)": [(None, {})],
     "one pass, sampled, most confident first": [(None, dict(TOGETHER, temperature=1.0))],
@@ -48,6 +48,8 @@ WAYS = {
     "random order together, then the report from the image, argmax": [(None, TOGETHER), ("report again", {})],
     "random order together, then the report from the image, sampled (image_then_report)":
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0))],
+    "the same, then the image again from the report (report -> image)":
+        [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {})],
 }
 
 
@@ -55,11 +57,12 @@ def draw(model, tok, passes, sampler, n, seed, device="cpu"):
     """n unconditional CXR pairs through the passes. Returns (images, reports)."""
     seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
     x = condition_on_prompt(tok, n, "cxr").to(device)
-    report_slots = (x == tok.vocab.mask_id) & (seg == medim.TEXT)
+    again = {"report again": (x == tok.vocab.mask_id) & (seg == medim.TEXT),
+             "image again": (x == tok.vocab.mask_id) & (seg == medim.IMAGE)}
     gen = torch.Generator(device=device).manual_seed(seed)
     for fill, settings in passes:
-        if fill == "report again":
-            x = x.masked_fill(report_slots, tok.vocab.mask_id)
+        if fill in again:
+            x = x.masked_fill(again[fill], tok.vocab.mask_id)
         part = {"image": medim.IMAGE, "text": medim.TEXT}.get(fill)
         x = medim.sample(model, x, seg, legal, replace(sampler, **settings), generator=gen, fill=part)
     if (x == tok.vocab.mask_id).any():  # a one-half pass last: the rest as generate would fill it

@@ -144,5 +144,5 @@ def test_report_first_variants_share_the_seeds_tokenizers_and_differ_by_text_fir
     assert flags("w__causal_mask__report_first_seed0") == ["--causal", "--text-first"]
     assert flags("w__causal_mask_seed0") == ["--causal"] and flags("medim__bidirectional___adaln_seed0") == []
     rows = [line.split("|")[1].strip() for line in open(tmp_path / "ablations.md").read().splitlines()[4:]]
-    assert {"MeDiM, report first", "w/ causal mask, report first"} <= set(rows)
+    assert {"MeDiM (report first)", "w/ causal mask (report first)"} <= set(rows)
     assert ablations.tokenizer_flags(["--init-from", "smollm2", "--text-first"]) == ["--init-from", "smollm2"]
