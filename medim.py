@@ -466,7 +466,7 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-JOINT_ORDERS = ("image_then_report", "report_first")
+JOINT_ORDERS = ("alternating", "report_first")
 
 
 @dataclass
@@ -487,10 +487,10 @@ class SamplerConfig:
     text_block: int = 0             # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
     remask_steps: int = 0           # ReMDM-loop steps after the last reveal, each re-predicting the least sure tokens
     remask_ratio: float = 0.1       # share of each modality's generated tokens put back to [MASK] per remask step
-    joint_order: str = "image_then_report"  # pairs generated together (docs/experiments.md "Joint pairs"): both
-    #   halves at once in random order, then the report drawn again from the image | 'report_first': the report
-    #   alone, then the image from it as report -> image
-    joint_steps: int = 64           # image_then_report: steps of the random-order pass (64: one image code per step)
+    joint_order: str = "alternating"  # pairs generated together (docs/experiments.md "Joint pairs"): both halves at
+    #   once in random order, then the report again from the image, then the image again from the report |
+    #   'report_first': the report alone, then the image from it as report -> image
+    joint_steps: int = 64           # alternating: steps of the random-order pass (64: one image code per step)
     joint_token_temperature: float = 1.0  # pairs generated together: their tokens drawn at this temperature
 
     def __post_init__(self):

@@ -138,22 +138,26 @@ def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed
 RANDOM_ORDER = 1e3
 
 
-def image_then_report(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
-    """A joint pair in two passes. First the image and the report together, one image code and one text slot per
-    step (joint_steps) in random order, tokens drawn from the model (joint_token_temperature): the masks then look as
-    they did in training's joint rows, at one shared t, and the pairs cover the data. Revealing the most confident
-    slots first or argmax tokens instead collapse onto the most common pair; the report alone, left to right, while
-    the image is all [MASK] (report_first) is a mask pattern training never shows and under-reports findings. Then
-    the report is drawn again from the finished image as image -> report draws it (left to right, guided, tokens at
-    joint_token_temperature): random-order text is often ungrammatical. Given words (a prompt) never change.
+def alternating(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
+    """A joint pair in three passes, the last one generate's. First the image and the report together, one image code
+    and one text slot per step (joint_steps) in random order, tokens drawn from the model (joint_token_temperature):
+    the masks then look as they did in training's joint rows, at one shared t, and the pairs cover the data.
+    Revealing the most confident slots first or argmax tokens instead collapse onto the most common pair; the report
+    alone, left to right, while the image is all [MASK] (report_first) is a mask pattern training never shows and
+    under-reports findings. Random-order text is often ungrammatical, so the report is then drawn again from the
+    finished image as image -> report draws it (left to right, guided, tokens at joint_token_temperature), and the
+    image is masked again for generate to draw it from that report as report -> image does: one round of alternating
+    (Gibbs-style) conditional draws, each pass one the model was trained for. Given words (a prompt) never change.
     docs/experiments.md "Joint pairs" has the measurements."""
-    report_slots = (x == model.cfg.mask_id) & (seg == medim.TEXT)                          # (B, T)
+    mask_id = model.cfg.mask_id
+    report_slots, image_slots = ((x == mask_id) & (seg == s) for s in (medim.TEXT, medim.IMAGE))   # (B, T) each
     together = replace(sampler, sample_steps=sampler.joint_steps, text_steps=sampler.joint_steps,
                        text_left_to_right=False, text_block=0, threshold=0.0, remask_steps=0,
                        temperature=RANDOM_ORDER, token_temperature=sampler.joint_token_temperature)
-    x = medim.sample(model, x, seg, legal, together, generator=generator).masked_fill(report_slots, model.cfg.mask_id)
-    return medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
-                        generator=generator)
+    x = medim.sample(model, x, seg, legal, together, generator=generator).masked_fill(report_slots, mask_id)
+    x = medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
+                     generator=generator)
+    return x.masked_fill(image_slots, mask_id)
 
 
 def report_first(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
@@ -164,7 +168,7 @@ def report_first(model, x, seg, legal, sampler: SamplerConfig, generator) -> tor
                         generator=generator, fill=medim.TEXT)
 
 
-JOINT = {"image_then_report": image_then_report, "report_first": report_first}
+JOINT = {"alternating": alternating, "report_first": report_first}
 
 
 def read_image(path: str, tok, domain: str) -> np.ndarray:

@@ -31,7 +31,7 @@ from data.synthetic import CXR_FINDINGS  # noqa: E402
 from sample import RANDOM_ORDER, condition_on_prompt, load_run  # noqa: E402
 from train_speed import load_average, set_threads  # noqa: E402
 
-# both halves, one slot of each per step, random order, sampled tokens (sample.image_then_report's first pass)
+# both halves, one slot of each per step, random order, sampled tokens (sample.alternating's first pass)
 TOGETHER = dict(token_temperature=1.0, text_left_to_right=False, sample_steps=64, text_steps=64,
                 temperature=RANDOM_ORDER)
 # way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
@@ -46,9 +46,9 @@ WAYS = {
     "report first, left to right, sampled (report_first)": [("text", dict(token_temperature=1.0)), (None, {})],
     "report first in random order, then the image": [("text", TOGETHER), (None, {})],
     "random order together, then the report from the image, argmax": [(None, TOGETHER), ("report again", {})],
-    "random order together, then the report from the image, sampled (image_then_report)":
+    "random order together, then the report from the image, sampled":
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0))],
-    "the same, then the image again from the report (report -> image)":
+    "the same, then the image again from the report (joint_order alternating)":
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {})],
 }
 
