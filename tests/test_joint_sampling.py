@@ -6,6 +6,7 @@ import torch
 import medim
 import sample
 from medim_toy import ToyLayout
+from test_medim_sampler import Recorder, random_model  # records (x, t) of every call
 
 LAY = ToyLayout(N=12, L=10)
 IMAGE_AT, TEXT_AT = LAY.segment_ids == medim.IMAGE, LAY.segment_ids == medim.TEXT
@@ -47,25 +48,6 @@ def test_random_order_reveals_slots_whatever_their_confidence():
     assert 0.15 < first_revealed_in_sure_slots(temperature=sample.RANDOM_ORDER) < 0.35   # about 3 / 12
 
 
-def random_model(seed=0):
-    torch.manual_seed(seed)
-    model = medim.MeDiM(LAY.config()).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
-
-
-class Recorder(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.inner, self.cfg, self.inputs = model, model.cfg, []
-
-    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
-        self.inputs.append(x.clone())
-        return self.inner(x, t, key_padding_mask, logits_at)
-
-
 def prompted_pairs(B=4):
     """Joint rows from a 3-token prompt: domain tag and the report's first words given, all else [MASK]."""
     x = LAY.random_batch(B, torch.Generator().manual_seed(0))
@@ -76,13 +58,13 @@ def prompted_pairs(B=4):
 
 
 def test_alternating_draws_the_report_from_the_finished_image_and_leaves_the_image_to_draw_from_it():
-    model = Recorder(random_model())
+    model = Recorder(random_model(LAY))
     x = prompted_pairs()
     out = sample.alternating(model, x, LAY.segment_ids, LAY.legal, medim.SamplerConfig(joint_steps=5),
                              torch.Generator().manual_seed(0))
     report_slots = (x == LAY.mask_id) & TEXT_AT
     # the report pass starts from every image code filled and every generated report slot masked again
-    restarts = [i for i, xs in enumerate(model.inputs)
+    restarts = [i for i, (xs, _) in enumerate(model.calls)
                 if not (xs[:len(x)][:, IMAGE_AT] == LAY.mask_id).any() and (xs[:len(x)][report_slots] == LAY.mask_id).all()]
     assert restarts and restarts[0] > 0
     assert not (out[report_slots] == LAY.mask_id).any()              # the report is filled ...
@@ -95,8 +77,8 @@ def test_a_prompt_is_never_changed_by_joint_sampling(order):
     given = x != LAY.mask_id
     sampler = medim.SamplerConfig(joint_order=order, joint_steps=5)
     g = torch.Generator().manual_seed(0)
-    first = sample.JOINT[order](random_model(), x, LAY.segment_ids, LAY.legal, sampler, g)
-    out = medim.sample(random_model(), first, LAY.segment_ids, LAY.legal, sampler, generator=g)  # as generate does
+    first = sample.JOINT[order](random_model(LAY), x, LAY.segment_ids, LAY.legal, sampler, g)
+    out = medim.sample(random_model(LAY), first, LAY.segment_ids, LAY.legal, sampler, generator=g)  # as generate does
     assert torch.equal(out[given], x[given]) and not (out == LAY.mask_id).any()
 
 
