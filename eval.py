@@ -123,30 +123,41 @@ JOINT_PROMPTS = {"cxr": ("FINDINGS: There is marked enlargement of the cardiac s
                  "path": ("The nuclei vary greatly in size and shape.", "pleomorphism")}
 
 
-def joint_metrics(gen_images, gen_reports, real_pairs, train_pairs, oracle, names, domain, seed) -> dict:
-    """Generated pairs (a list of images, a list of reports) judged as pairs: coherence beside the same numbers for real
-    test pairs (the ceiling) and for real pairs shuffled against each other (the floor); each finding's prevalence in
-    the generated images and reports against the training prior; diversity (share of distinct reports) and memorisation
-    (nearest-training-image distance, beside that of real test images)."""
-    img_gen = np.asarray(oracle.predict(gen_images))
-    rep_gen = np.array([binary_labels(report_labels(r, domain), names) for r in gen_reports])
+def real_pair_reference(real_pairs, train_pairs, oracle, names, domain, seed) -> dict:
+    """What generated pairs of one domain are judged against, computed once: the coherence of real test pairs (the
+    ceiling) and of real pairs shuffled against each other (the floor), each finding's training prior, and the
+    training images for the memorisation check with the real test images' own distance to them."""
     img_real = np.asarray(oracle.predict([p.image for p in real_pairs]))
     rep_real = np.array([binary_labels(report_labels(p.report, domain), names) for p in real_pairs])
     shuffled = np.random.default_rng(seed).permutation(len(real_pairs))
-    prior = np.array([binary_labels(p.labels, names) for p in train_pairs]).mean(0)
-    prevalence = {n: {"train": float(prior[j]), "image": float(img_gen[:, j].mean()), "report": float(rep_gen[:, j].mean())}
-                  for j, n in enumerate(names)}
     train_images = [p.image for p in train_pairs[:2000]]
-    return {"n": len(gen_reports),
-            "coherence": pair_coherence(img_gen, rep_gen, names),
+    return {"names": names, "domain": domain, "oracle": oracle, "train_images": train_images,
+            "prior": np.array([binary_labels(p.labels, names) for p in train_pairs]).mean(0),
             "coherence_real": pair_coherence(img_real, rep_real, names),
             "coherence_shuffled": pair_coherence(img_real, rep_real[shuffled], names),
+            "nearest_train_distance_real": nearest_image_distance([p.image for p in real_pairs], train_images)}
+
+
+def joint_metrics(gen_images, gen_reports, reference: dict) -> dict:
+    """Generated pairs (a list of images, a list of reports) judged as pairs against real_pair_reference: coherence
+    beside real and shuffled pairs; each finding's prevalence in the generated images and reports against the
+    training prior; diversity (share of distinct reports) and memorisation (nearest-training-image distance, beside
+    that of real test images)."""
+    names, domain, prior = reference["names"], reference["domain"], reference["prior"]
+    img_gen = np.asarray(reference["oracle"].predict(gen_images))
+    rep_gen = np.array([binary_labels(report_labels(r, domain), names) for r in gen_reports])
+    prevalence = {n: {"train": float(prior[j]), "image": float(img_gen[:, j].mean()), "report": float(rep_gen[:, j].mean())}
+                  for j, n in enumerate(names)}
+    return {"n": len(gen_reports),
+            "coherence": pair_coherence(img_gen, rep_gen, names),
+            "coherence_real": reference["coherence_real"],
+            "coherence_shuffled": reference["coherence_shuffled"],
             "prevalence": prevalence,
             "prevalence_max_gap": max(max(abs(v["image"] - v["train"]), abs(v["report"] - v["train"]))
                                       for v in prevalence.values()),
             "distinct_reports": len(set(gen_reports)) / max(1, len(gen_reports)),
-            "nearest_train_distance": nearest_image_distance(gen_images, train_images),
-            "nearest_train_distance_real": nearest_image_distance([p.image for p in real_pairs], train_images)}
+            "nearest_train_distance": nearest_image_distance(gen_images, reference["train_images"]),
+            "nearest_train_distance_real": reference["nearest_train_distance_real"]}
 
 
 #### Evaluating a trained run
@@ -258,11 +269,11 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
                 m["t2i"]["fd_oracle_real_floor"] = fd_oracle_floor(oracle, rimgs)
             if with_joint:  # image and report generated together: unconditional, then from a report's first words
                 m["joint"] = {}
+                reference = real_pair_reference([pairs[i] for i in idx], train_same, oracle, names, domain, seed)
                 for name, (prompt, finding) in (("unconditional", ("", "")), ("prompted", JOINT_PROMPTS[domain])):
                     out = generate(model, tok, condition_on_prompt(tok, len(idx), domain, prompt), sampler, seed=seed + 2)
                     gen_r, gen_i = [r for r, _, _ in out], [im for _, im, _ in out]
-                    m["joint"][name] = joint_metrics(gen_i, gen_r, [pairs[i] for i in idx], train_same, oracle, names,
-                                                     domain, seed)
+                    m["joint"][name] = joint_metrics(gen_i, gen_r, reference)
                     m["joint"][name].update(prompt=prompt, prompt_finding=finding)
                     joint_examples += list(zip(gen_i, gen_r))[:3]
         metrics["per_domain"][domain] = m

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                  
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 import medim  # noqa: E402
 from data.common import write_atomic  # noqa: E402
-from eval import evaluation_data, joint_metrics, loader_options  # noqa: E402
+from eval import evaluation_data, joint_metrics, loader_options, real_pair_reference  # noqa: E402
 from eval_image import ORACLE_STEPS, train_oracle  # noqa: E402
 from data.synthetic import CXR_FINDINGS  # noqa: E402
 from sample import RANDOM_ORDER, condition_on_prompt, load_run  # noqa: E402
@@ -99,12 +99,13 @@ def main(argv=None):
                                    options=loader_options(False, cfg.get("data_options", "")), n_eval=args.n)
     oracle = train_oracle(train["cxr"], CXR_FINDINGS, os.path.join(args.run, "oracle_cxr"), seed=cfg.get("seed", 0),
                           steps=cfg.get("oracle_steps", ORACLE_STEPS))
+    reference = real_pair_reference(pairs, train["cxr"], oracle, CXR_FINDINGS, "cxr", cfg.get("seed", 0))
     for way in ways:
         if way in done:
             continue
         t0 = time.perf_counter()
         images, reports = draw(model, tok, WAYS[way], sampler, args.n, seed=cfg.get("seed", 0) + 2, device=args.device)
-        m = joint_metrics(images, reports, pairs, train["cxr"], oracle, CXR_FINDINGS, "cxr", cfg.get("seed", 0))
+        m = joint_metrics(images, reports, reference)
         done[way] = {"way": way, "n": args.n, "seconds": round(time.perf_counter() - t0, 1),
                      "distinct": m["distinct_reports"], "gap": m["prevalence_max_gap"],
                      "kappa": m["coherence"]["kappa"], "f1": m["coherence"]["f1_macro"],

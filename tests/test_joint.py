@@ -47,8 +47,8 @@ def cxr_pairs_and_oracle(cxr_oracle):
 
 def test_real_pairs_cohere_and_shuffled_pairs_are_near_chance(cxr_pairs_and_oracle):
     train, test, oracle = cxr_pairs_and_oracle
-    m = ev.joint_metrics([p.image for p in test], [p.report for p in test], test, train, oracle, CXR_FINDINGS, "cxr",
-                         seed=0)
+    reference = ev.real_pair_reference(test, train, oracle, CXR_FINDINGS, "cxr", seed=0)
+    m = ev.joint_metrics([p.image for p in test], [p.report for p in test], reference)
     assert m["coherence"] == m["coherence_real"]              # the real pairs passed as "generated" are the ceiling
     assert m["coherence_real"]["kappa"] > 0.95 and m["coherence_real"]["f1_macro"] > 0.95
     assert abs(m["coherence_shuffled"]["kappa"]) < 0.1         # a report read against another study's image
@@ -60,7 +60,8 @@ def test_real_pairs_cohere_and_shuffled_pairs_are_near_chance(cxr_pairs_and_orac
 def test_a_collapsed_or_copied_generator_is_caught(cxr_pairs_and_oracle):
     train, test, oracle = cxr_pairs_and_oracle
     normal = next(p for p in train if not any(p.labels.values()))
-    m = ev.joint_metrics([normal.image] * 50, [normal.report] * 50, test, train, oracle, CXR_FINDINGS, "cxr", seed=0)
+    reference = ev.real_pair_reference(test, train, oracle, CXR_FINDINGS, "cxr", seed=0)
+    m = ev.joint_metrics([normal.image] * 50, [normal.report] * 50, reference)
     assert m["distinct_reports"] == 1 / 50
     assert m["prevalence_max_gap"] > 0.2                      # every finding at 0 against priors of about 0.3
     assert m["nearest_train_distance"] == pytest.approx(0.0, abs=1e-3)   # a copy of a training image
