@@ -6,7 +6,8 @@
 
 Every task is the same call to medim.sample: put the condition into the token sequence, [MASK] everywhere else
 (docs/paper-notes.md "Vocabulary and sequence"), and let the sampler fill the masks, with the run's sampler settings
-(medim.SamplerConfig, saved in its ckpt.pt) unless a flag changes one. Writes image_{i}.png, text_{i}.txt (the layout of
+(medim.SamplerConfig, saved in its ckpt.pt) unless a flag changes one; whole pairs take a few such calls, one half
+then the other (generate, alternating). Writes image_{i}.png, text_{i}.txt (the layout of
 MeDiM's evaluation scripts) and grid.png with each report under its image.
 """
 import os
