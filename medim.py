@@ -475,7 +475,7 @@ class SamplerConfig:
     choices, docs/experiments.md; train.PAPER lists the paper's). Each field keeps its name from the command-line flag
     (--cfg-scale) to the checkpoint (ck['sampler']) and here. threshold .. remask_ratio are faster or refining decoders
     (docs/paper-notes.md "Sampling"), off by default; the joint_ fields are read by sample.py's generate, which draws
-    pairs generated together in two sample() calls."""
+    pairs generated together in several sample() calls."""
     sample_steps: int = 16          # MaskGIT steps per modality, at most one per masked token
     text_steps: int = 0             # text-slot steps; 0 = one per slot if left to right or in blocks, else sample_steps
     cfg_scale: float = 2.0          # guidance w at image slots (report -> image): logits (1 + w) c - w u; 0 = off

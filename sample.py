@@ -137,6 +137,9 @@ def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed
 # Gumbel noise this strong swamps log p in the confidence: slots are revealed in a uniformly random order, as in the
 # ancestral sampler of MDLM (Sahoo et al. 2024), instead of the most confident first.
 RANDOM_ORDER = 1e3
+# The sampler settings of a random-order pass over both halves (alternating's first), over the run's own.
+RANDOM_ORDER_PASS = dict(text_left_to_right=False, text_block=0, threshold=0.0, remask_steps=0,
+                         temperature=RANDOM_ORDER)
 
 
 def alternating(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:
@@ -152,9 +155,8 @@ def alternating(model, x, seg, legal, sampler: SamplerConfig, generator) -> torc
     docs/experiments.md "Joint pairs" has the measurements."""
     mask_id = model.cfg.mask_id
     report_slots, image_slots = ((x == mask_id) & (seg == s) for s in (medim.TEXT, medim.IMAGE))   # (B, T) each
-    together = replace(sampler, sample_steps=sampler.joint_steps, text_steps=sampler.joint_steps,
-                       text_left_to_right=False, text_block=0, threshold=0.0, remask_steps=0,
-                       temperature=RANDOM_ORDER, token_temperature=sampler.joint_token_temperature)
+    together = replace(sampler, **RANDOM_ORDER_PASS, sample_steps=sampler.joint_steps,
+                       text_steps=sampler.joint_steps, token_temperature=sampler.joint_token_temperature)
     x = medim.sample(model, x, seg, legal, together, generator=generator).masked_fill(report_slots, mask_id)
     x = medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
                      generator=generator)

@@ -28,12 +28,11 @@ from data.common import write_atomic  # noqa: E402
 from eval import evaluation_data, joint_metrics, loader_options, real_pair_reference  # noqa: E402
 from eval_image import ORACLE_STEPS, train_oracle  # noqa: E402
 from data.synthetic import CXR_FINDINGS  # noqa: E402
-from sample import RANDOM_ORDER, condition_on_prompt, load_run  # noqa: E402
+from sample import RANDOM_ORDER_PASS, condition_on_prompt, load_run  # noqa: E402
 from train_speed import load_average, set_threads  # noqa: E402
 
 # both halves, one slot of each per step, random order, sampled tokens (sample.alternating's first pass)
-TOGETHER = dict(token_temperature=1.0, text_left_to_right=False, sample_steps=64, text_steps=64,
-                temperature=RANDOM_ORDER)
+TOGETHER = dict(RANDOM_ORDER_PASS, token_temperature=1.0, sample_steps=64, text_steps=64)
 # way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
 # only, "report again" / "image again" = mask the generated report (image) and fill it from the other half
 WAYS = {
