@@ -22,6 +22,7 @@ from dataclasses import fields, replace
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
 
 import medim
 import tokenizer as tk
@@ -119,12 +120,14 @@ def sampler_from_flags(sampler: SamplerConfig, args) -> SamplerConfig:
 def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed=0,
              batch_size=256) -> list[tuple[str, np.ndarray, str]]:
     """Fill every [MASK] of x (B, T) with medim.sample and decode each row into (report, image uint8, domain).
-    Rows with both a report and an image to fill (joint pairs) go through JOINT[sampler.joint_order] first."""
+    Rows with both a report and an image to fill (joint pairs) go through JOINT[sampler.joint_order] first. Rows go
+    batch_size at a time, with a progress bar when there is more than one batch."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
     out = []
-    for chunk in x.split(batch_size):
+    chunks = x.split(batch_size)
+    for chunk in tqdm(chunks, desc=f"sampling {len(x)} rows", unit="batch", disable=len(chunks) < 2):
         chunk = chunk.to(device)
         masked = chunk == tok.vocab.mask_id
         if ((masked & (seg == medim.IMAGE)).any(1) & (masked & (seg == medim.TEXT)).any(1)).any():

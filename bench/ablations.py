@@ -1,18 +1,25 @@
 """Reproduce the paper's ablations (MeDiM Tab. 4, App. B) on the synthetic data: one command, several seeds, a table and a chart.
 
-    python bench/ablations.py                       # 6 variants x 3 seeds x 600 steps: ~90 minutes on 2 CPU cores (estimated)
+    python bench/ablations.py                       # 9 rows x 3 seeds at today's default recipe (see below for the time)
     python bench/ablations.py --seeds 0 --steps 300 # a quick look
+    python bench/ablations.py --jobs 27 --train-args "--device cuda"   # a GPU: every run at once
     python bench/ablations.py --init-from smollm2 --pair-args "--preset smollm2" --steps 0   # pretrained vs random
-    python bench/ablations.py --scale 4             # GPUs: 4x the training steps
     python bench/ablations.py --variant "a=--lr 1e-3" --variant "b=--lr 3e-3" --jobs 4   # any sweep of train.py flags
-    python bench/ablations.py --init-from smollm2 --seeds 0 1 2 --table-only   # the table so far, missing runs named
+    python bench/ablations.py --seeds 0 1 2 --table-only   # the table so far, missing runs named
 
 Variants (each one flag of train.py): full MeDiM (bidirectional, AdaLN), --causal ("w/ causal mask"), --time-cond add
 ("w/o AdaLN designs": the timestep embedding added to the tokens), --time-cond none ("w/o timestep embedding").
 With the image first in the sequence a causal model draws the image without seeing the report, so two more rows put the
 report first (--text-first), bidirectional and causal: they tell "the condition is invisible" apart from "causal
-attention denoises worse". Every variant of one seed reuses that seed's tokenizers (train.py lays them out for
---text-first), so only the diffusion model and the order of its sequence differ.
+attention denoises worse". The three time-conditioning rows run again at half the steps (HALF_BUDGET), to see whether
+their gap grows or shrinks with training. Every variant of one seed reuses that seed's tokenizers (train.py lays them
+out for --text-first), so only the diffusion model and the order of its sequence differ.
+
+The table gives mean ± std over seeds, and below it each row's per-seed paired difference against its baseline
+(BASELINE: the full model at the same layout and budget; for --variant sweeps the first variant), with the 95%
+t-interval of the mean and a sign count, so "no difference" and "worse" can be told apart. The paper's image columns
+(mFID, mIS) need Inception weights and real images; here FD-oracle, the Fréchet distance in the synthetic data's
+oracle classifier's features (FID's construction, the oracle in Inception's place), is the image-quality column.
 
 --init-from NAME_OR_DIR asks Tab. 4's "w/o pretrained MLLM weight" question like for like instead: the LLM's first
 blocks from its pretrained weights against the same architecture, tokenizer (the LLM's, trimmed), steps and seed from
@@ -23,7 +30,8 @@ Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar char
 runs (those with a metrics.json) are read back, not rerun, and a run that was stopped continues from its last
 checkpoint (train.py --resume: the same run, bit for bit, on a CPU), so the table can be built over several sittings.
 --table-only rebuilds the table from what is there and names the runs still missing. Run one sweep per OUT at a time
-(two at once may only share OUT when --seeds or --variants keep them on different runs).
+(two at once may only share OUT when --seeds or --variants keep them on different runs). Runs are evaluated without
+the joint pairs (--no-eval-joint: the table does not read them, and they triple the evaluation's sampling).
 """
 import argparse
 import json
@@ -38,6 +46,10 @@ import scipy.stats
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from train import TrainConfig  # noqa: E402
+
+DEFAULT_STEPS = TrainConfig.steps  # train.py's default run, today's recipe
 VARIANTS = {
     "MeDiM (bidirectional + AdaLN)": [],
     "w/ causal mask": ["--causal"],
@@ -45,7 +57,17 @@ VARIANTS = {
     "w/o timestep embedding": ["--time-cond", "none"],
     "MeDiM (report first)": ["--text-first"],
     "w/ causal mask (report first)": ["--causal", "--text-first"],
+    "MeDiM (half steps)": [],
+    "w/o AdaLN (half steps)": ["--time-cond", "add"],
+    "w/o timestep embedding (half steps)": ["--time-cond", "none"],
 }
+HALF_BUDGET = {"MeDiM (half steps)", "w/o AdaLN (half steps)", "w/o timestep embedding (half steps)"}  # steps // 2
+FULL = "MeDiM (bidirectional + AdaLN)"
+# each row's paired comparison: the full model at the same layout and budget (and each full model against the default)
+BASELINE = {"w/ causal mask": FULL, "w/o AdaLN (additive time)": FULL, "w/o timestep embedding": FULL,
+            "MeDiM (report first)": FULL, "w/ causal mask (report first)": "MeDiM (report first)",
+            "MeDiM (half steps)": FULL, "w/o AdaLN (half steps)": "MeDiM (half steps)",
+            "w/o timestep embedding (half steps)": "MeDiM (half steps)"}
 PRETRAINED, RANDOM, REFERENCE = "pretrained LLM", "w/o pretrained MLLM weight", "d=128 default (reference)"
 # (column title, metrics.json path, higher is better)
 COLUMNS = [("i2t label F1", ("i2t", "label_f1_macro"), True), ("BLEU-1", ("i2t", "bleu1"), True),
@@ -76,7 +98,7 @@ def make_tokenizers(tok_dir: str, seed: int, flags: list[str]):
     if not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
         print(f"seed {seed}: training the tokenizers once for all variants that share them")
         run_train(["--out", tok_dir, "--seed", str(seed), *flags, "--steps", "1", "--n-eval", "16", "--sample-steps",
-                   "2"], tok_dir + ".log")
+                   "2", "--no-eval-joint"], tok_dir + ".log")
 
 
 def copy_tokenizers(src: str, dst: str):
@@ -93,8 +115,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/ablations")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=600,
-                   help="diffusion steps per run (before --scale); 0 = each run's own (its preset's, or train.py's)")
+    p.add_argument("--steps", type=int, default=0, help="diffusion steps per run (before --scale); 0 = each run's "
+                   f"own (its preset's, or train.py's default, {DEFAULT_STEPS}); the half-steps rows get half")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the training steps (use > 1 on GPUs)")
     p.add_argument("--init-from", default="", help="an HF LLM directory, a .gguf or smollm2: runs the pretrained vs "
                    "random-init pair (same architecture, tokenizer, steps, seeds) instead of the paper's variants")
@@ -135,6 +157,10 @@ def main(argv=None):
             p.error(f"--variants: unknown {unknown}; choose from {list(variants)}")
         variants = {k: variants[k] for k in wanted}
     extra = args.train_args.split()
+    if "--steps" in extra:
+        p.error("--train-args: give the training steps with --steps (the half-steps rows are derived from it)")
+    for name in HALF_BUDGET & set(variants):
+        steps[name] = (scaled(args.steps) or DEFAULT_STEPS) // 2
     os.makedirs(args.out, exist_ok=True)
     run_dir = lambda name, seed: os.path.join(args.out, f"{slug(name)}_seed{seed}")
     for seed in [] if args.table_only else args.seeds:
@@ -157,8 +183,8 @@ def main(argv=None):
             copy_tokenizers(tok_dirs[tuple(tokenizer_flags(flags))], out)
             print(f"seed {seed}: {name} ...", flush=True)
             n = steps.get(name, scaled(args.steps))
-            run_train(["--out", out, "--seed", str(seed), *(["--steps", str(n)] if n else []), *extra, *flags],
-                      out + ".log")
+            run_train(["--out", out, "--seed", str(seed), "--no-eval-joint", *(["--steps", str(n)] if n else []),
+                       *extra, *flags], out + ".log")
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             list(pool.map(lambda kv: one(*kv), variants.items()))
@@ -173,11 +199,18 @@ def main(argv=None):
     table = markdown_table(results)
     if PRETRAINED in results and RANDOM in results:
         table += f"\n\n{PRETRAINED} − {RANDOM}, paired by seed:\n\n" + paired_table(results, PRETRAINED, RANDOM)
+    elif len(results) > 1:
+        first = next(iter(results))
+        pairs = [(name, BASELINE.get(name, first)) for name in results if name != first or name in BASELINE]
+        table += ("\n\nEach row against its baseline, paired by seed (mean ± std of the per-seed differences [95% "
+                  "t-interval] (seeds where the row is better)):\n\n" + paired_summaries(results, pairs))
     if missing:
         table += "\n\nMissing (not finished, not in the table): " + ", ".join(missing)
     cmd = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with open(os.path.join(args.out, "ablations.md"), "w") as f:
         reference = f", the reference {steps[REFERENCE] or 'its default'}" if REFERENCE in steps else ""
+        half = [steps[name] for name in variants if name in HALF_BUDGET]
+        reference += f", the half-steps rows {half[0]}" if half else ""
         made = (f"the runs found in {args.out}, {len(args.seeds)} seeds (each run's steps are in its config.json)"
                 if args.table_only else f"{len(args.seeds)} seeds, {scaled(args.steps) or 'each preset’s'} steps{reference}")
         f.write(f"`{cmd.strip()}` ({made})\n\n{table}\n")
@@ -222,16 +255,34 @@ def paired_summary(d: np.ndarray, higher_is_better: bool) -> str:
     return f"{d.mean():+.3f} ± {d.std(ddof=1):.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] ({better}/{len(d)} better)"
 
 
+def paired_differences(results: dict, a: str, b: str) -> tuple[list, np.ndarray]:
+    """The seeds both a and b finished and the per-seed differences a − b of every column, (n_seeds, n_columns)."""
+    seeds = sorted(set(results[a]) & set(results[b]))
+    d = [[metric(results[a][s], path) - metric(results[b][s], path) for _, path, _ in COLUMNS] for s in seeds]
+    return seeds, np.array(d, dtype=np.float64).reshape(len(seeds), len(COLUMNS))
+
+
+def paired_summaries(results: dict, pairs: list) -> str:
+    """One line per (row, baseline) in pairs: paired_summary of each column over the seeds both finished."""
+    head = "| row − baseline | seeds | " + " | ".join(f"Δ {c}" for c, _, _ in COLUMNS) + " |"
+    lines = [head, "|---" * (len(COLUMNS) + 2) + "|"]
+    for a, b in pairs:
+        if b not in results:
+            continue
+        seeds, d = paired_differences(results, a, b)
+        cells = [paired_summary(d[:, j], up) for j, (_, _, up) in enumerate(COLUMNS)]
+        lines.append(f"| {a} − {b} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def paired_table(results: dict, a: str, b: str) -> str:
     """Per-seed differences a − b of every column, over the seeds both finished (the runs of one seed share tokenizers
     and data order, so their difference cancels what the seed alone moves), then paired_summary per column."""
-    seeds = sorted(set(results[a]) & set(results[b]))
+    seeds, d = paired_differences(results, a, b)
     head = "| seed | " + " | ".join(f"Δ {c}" for c, _, _ in COLUMNS) + " |"
-    rows, diffs = [head, "|---" * (len(COLUMNS) + 1) + "|"], []
-    for seed in seeds:
-        diffs.append([metric(results[a][seed], path) - metric(results[b][seed], path) for _, path, _ in COLUMNS])
-        rows.append(f"| {seed} | " + " | ".join("-" if np.isnan(d) else f"{d:+.3f}" for d in diffs[-1]) + " |")
-    d = np.array(diffs, dtype=np.float64).reshape(len(diffs), len(COLUMNS))
+    rows = [head, "|---" * (len(COLUMNS) + 1) + "|"]
+    rows += [f"| {seed} | " + " | ".join("-" if np.isnan(x) else f"{x:+.3f}" for x in row) + " |"
+             for seed, row in zip(seeds, d)]
     summary = [paired_summary(d[:, j], up) for j, (_, _, up) in enumerate(COLUMNS)]
     return "\n".join(rows + ["| mean ± std [95% CI] (better) | " + " | ".join(summary) + " |"])
 

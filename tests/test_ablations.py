@@ -143,6 +143,49 @@ def test_report_first_variants_share_the_seeds_tokenizers_and_differ_by_text_fir
     assert flags("medim__report_first_seed0") == ["--text-first"]
     assert flags("w__causal_mask__report_first_seed0") == ["--causal", "--text-first"]
     assert flags("w__causal_mask_seed0") == ["--causal"] and flags("medim__bidirectional___adaln_seed0") == []
-    rows = [line.split("|")[1].strip() for line in open(tmp_path / "ablations.md").read().splitlines()[4:]]
+    rows = [line.split("|")[1].strip() for line in open(tmp_path / "ablations.md").read().splitlines()[4:]
+            if line.startswith("| ")]
     assert {"MeDiM (report first)", "w/ causal mask (report first)"} <= set(rows)
     assert ablations.tokenizer_flags(["--init-from", "smollm2", "--text-first"]) == ["--init-from", "smollm2"]
+
+
+def test_half_steps_rows_train_half_the_steps_and_every_row_is_paired_with_its_baseline(tmp_path, monkeypatch):
+    """The time-conditioning rows run again at half the steps; each row's per-seed difference is taken against the
+    full model at its own layout and budget, over the seeds both finished."""
+    calls, i2t = [], {"medim__bidirectional___adaln": 0.9, "w__causal_mask": 0.5, "medim__half_steps": 0.7,
+                      "w_o_timestep_embedding__half_steps": 0.6, "medim__report_first": 0.8,
+                      "w__causal_mask__report_first": 0.75}
+
+    def fake_train(args, log_path):
+        out = args[args.index("--out") + 1]
+        calls.append(args)
+        os.makedirs(out, exist_ok=True)
+        name, seed = os.path.basename(out).rsplit("_seed", 1)
+        if name.startswith("tokenizers"):
+            open(os.path.join(out, "vqvae.pt"), "w").write("")
+        elif name in i2t and not (name == "w__causal_mask" and seed == "1"):  # one seed of the causal row missing
+            json.dump(_metrics(i2t[name] + 0.01 * int(seed) * (name == "w__causal_mask"), 0.4),
+                      open(os.path.join(out, "metrics.json"), "w"))
+
+    monkeypatch.setattr(ablations, "run_train", fake_train)
+    ablations.main(["--seeds", "0", "1", "2", "--steps", "10", "--out", str(tmp_path)])
+    runs = {os.path.basename(a[a.index("--out") + 1]): a for a in calls}
+    steps = lambda name: int(runs[name][runs[name].index("--steps") + 1])
+    assert steps("medim__half_steps_seed0") == 5 and steps("w_o_adaln__half_steps_seed2") == 5
+    assert steps("medim__bidirectional___adaln_seed0") == 10 and "--no-eval-joint" in runs["w__causal_mask_seed0"]
+    paired = open(tmp_path / "ablations.md").read().split("paired by seed")[1]
+    line = lambda prefix: next(x for x in paired.splitlines() if x.startswith(f"| {prefix} − "))
+    assert line("w/ causal mask").startswith("| w/ causal mask − MeDiM (bidirectional + AdaLN) | 2 | -0.390 ± 0.014 [")
+    assert "(0/2 better)" in line("w/ causal mask")                               # seeds 0 and 2 only
+    assert line("w/o timestep embedding (half steps)").startswith(
+        "| w/o timestep embedding (half steps) − MeDiM (half steps) | 3 | -0.100 ± 0.000")
+    assert line("w/ causal mask (report first)").startswith("| w/ causal mask (report first) − MeDiM (report first) |")
+    assert line("MeDiM (half steps)").startswith("| MeDiM (half steps) − MeDiM (bidirectional + AdaLN) | 3 | -0.200")
+    assert "| w/o AdaLN (additive time) − " in paired                                # no run finished: no numbers
+    assert "Missing (not finished, not in the table): w/ causal mask seed 1" in open(tmp_path / "ablations.md").read()
+
+
+def test_training_steps_in_train_args_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        ablations.main(["--train-args", "--steps 5", "--out", "/nonexistent", "--table-only"])
+    assert "--steps" in capsys.readouterr().err
