@@ -483,7 +483,8 @@ class SamplerConfig:
     temperature: float = 1.0        # Gumbel noise on the confidence, annealed to 0 (MaskGIT's choice temperature)
     token_temperature: float = 0.0  # tokens drawn from softmax(log p / token_temperature); 0 = argmax, 1 = the model's
     text_left_to_right: bool = True  # reveal text slots in position order, not by confidence
-    threshold: float = 0.0          # Fast-dLLM: also reveal every slot whose drawn token has p > threshold; 0 = off
+    threshold: float = 0.0          # Fast-dLLM: also reveal every text slot whose drawn token has p > threshold; 0 = off
+    image_threshold: float = 0.0    # the same for image slots (they gain little: 16 steps already, docs/experiments.md)
     text_block: int = 0             # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
     remask_steps: int = 0           # ReMDM-loop steps after the last reveal, each re-predicting the least sure tokens
     remask_ratio: float = 0.1       # share of each modality's generated tokens put back to [MASK] per remask step
@@ -501,8 +502,9 @@ class SamplerConfig:
             raise ValueError(f"SamplerConfig: temperatures must be >= 0, got temperature {self.temperature}, "
                              f"token_temperature {self.token_temperature}, joint_token_temperature "
                              f"{self.joint_token_temperature}")
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"SamplerConfig: threshold must be in [0, 1] (0 = off), got {self.threshold}")
+        if not (0 <= self.threshold <= 1 and 0 <= self.image_threshold <= 1):
+            raise ValueError(f"SamplerConfig: threshold and image_threshold must be in [0, 1] (0 = off), got "
+                             f"{self.threshold}, {self.image_threshold}")
         if self.text_block < 0 or self.remask_steps < 0:
             raise ValueError(f"SamplerConfig: text_block and remask_steps must be >= 0, got {self.text_block}, "
                              f"{self.remask_steps}")
@@ -605,8 +607,9 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
         official r_temp * t).
       - text_left_to_right reveals text slots in position order, the same number per step, instead of by confidence,
         which fills "no", ".", "is" first and repeats words (docs/experiments.md: +0.10 to 0.14 label F1).
-      - threshold (Fast-dLLM, Wu et al. 2025, arXiv 2505.22618, parallel decoding by confidence): each step also
-        reveals every candidate slot whose drawn token has p > threshold, and at least one slot per row and modality,
+      - threshold, image_threshold (Fast-dLLM, Wu et al. 2025, arXiv 2505.22618, parallel decoding by confidence):
+        each step also reveals every candidate text (image) slot whose drawn token has p > threshold, and at least one
+        slot per row and modality,
         so the count tables become a floor and rows finish at their own pace. Left-to-right text takes the sure slots
         as a run after the leftmost one (choose_reveals); in blocks, any sure slot of the current block.
       - text_block (LLaDA, Nie et al. 2025, arXiv 2502.09992, generate.py block_length): each row's text slots to fill
@@ -647,6 +650,7 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
     # (B, T) the block of each text slot to fill: its rank among its row's text slots to fill // text_block
     block = ((todo & (seg == TEXT)).cumsum(1) - 1) // max(1, sampler.text_block)
     scale = {IMAGE: sampler.cfg_scale, TEXT: sampler.i2t_cfg_scale}
+    threshold = {IMAGE: sampler.image_threshold, TEXT: sampler.threshold}
     use_cfg = bool(cond.any()) and any(scale[s] != 0 for s in tables)
     scale_at = torch.where(seg == IMAGE, scale[IMAGE], scale[TEXT])                      # (B, T)
 
@@ -687,8 +691,8 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
             # the table's count, or one per step for what a block left over past the table's end
             n = table[:, i] if i < table.shape[1] else torch.ones_like(table[:, 0])        # (B,)
             sure = None
-            if sampler.threshold:
-                n, sure = n.clamp(min=1), logp.exp() > sampler.threshold
+            if threshold[s]:
+                n, sure = n.clamp(min=1), logp.exp() > threshold[s]
             reveal |= choose_reveals(candidates, n, None if by_position[s] else conf, sure)
         x = torch.where(reveal, tokens, x)
         sure_of = torch.where(reveal, logp, sure_of)

@@ -141,8 +141,8 @@ def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed
 # ancestral sampler of MDLM (Sahoo et al. 2024), instead of the most confident first.
 RANDOM_ORDER = 1e3
 # The sampler settings of a random-order pass over both halves (alternating's first), over the run's own.
-RANDOM_ORDER_PASS = dict(text_left_to_right=False, text_block=0, threshold=0.0, remask_steps=0,
-                         temperature=RANDOM_ORDER)
+RANDOM_ORDER_PASS = dict(text_left_to_right=False, text_block=0, threshold=0.0, image_threshold=0.0,
+                         remask_steps=0, temperature=RANDOM_ORDER)
 
 
 def alternating(model, x, seg, legal, sampler: SamplerConfig, generator) -> torch.Tensor:

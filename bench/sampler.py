@@ -40,13 +40,17 @@ from train_speed import load_average, set_threads, synchronize  # noqa: E402
 # name -> the SamplerConfig fields changed from the run's own settings (docs/paper-notes.md "Sampling")
 SETTINGS = {
     "today": {},
-    "threshold-0.9": dict(threshold=0.9),                   # Fast-dLLM's default threshold
-    "threshold-0.7": dict(threshold=0.7),
-    "threshold-0.5": dict(threshold=0.5),
+    "threshold-0.9": dict(threshold=0.9, image_threshold=0.9),  # Fast-dLLM's default threshold, both modalities
+    "threshold-0.7": dict(threshold=0.7, image_threshold=0.7),
+    "threshold-0.5": dict(threshold=0.5, image_threshold=0.5),
     "block-8": dict(text_block=8),                          # LLaDA blocks, by confidence inside
     "block-16": dict(text_block=16),
-    "block-8-threshold-0.9": dict(text_block=8, threshold=0.9),
-    "block-16-threshold-0.9": dict(text_block=16, threshold=0.9),
+    "block-8-threshold-0.9": dict(text_block=8, threshold=0.9, image_threshold=0.9),
+    "block-16-threshold-0.9": dict(text_block=16, threshold=0.9, image_threshold=0.9),
+    "block-16-threshold-0.8": dict(text_block=16, threshold=0.8, image_threshold=0.8),
+    "block-16-threshold-0.7": dict(text_block=16, threshold=0.7, image_threshold=0.7),
+    "block-32-threshold-0.9": dict(text_block=32, threshold=0.9, image_threshold=0.9),
+    "block-32-threshold-0.7": dict(text_block=32, threshold=0.7, image_threshold=0.7),
     "remask-4x0.1": dict(remask_steps=4, remask_ratio=0.1),  # ReMDM-loop: 4 extra forwards
     "image-steps-12": dict(sample_steps=12),
     "image-steps-8": dict(sample_steps=8),

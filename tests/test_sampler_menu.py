@@ -73,9 +73,9 @@ def histories(calls, x, out):
     return [h + [o] for h, o in zip(hist, out)]
 
 
-OPTIONS = [dict(threshold=0.3), dict(threshold=0.3, text_left_to_right=False), dict(text_block=4),
-           dict(text_block=3, threshold=0.3), dict(threshold=0.2, sample_steps=4, text_steps=3),
-           dict(text_block=4, text_steps=4)]
+OPTIONS = [dict(threshold=0.3, image_threshold=0.3), dict(threshold=0.3, text_left_to_right=False), dict(text_block=4),
+           dict(text_block=3, threshold=0.3, image_threshold=0.3), dict(image_threshold=0.3),
+           dict(threshold=0.2, image_threshold=0.2, sample_steps=4, text_steps=3), dict(text_block=4, text_steps=4)]
 
 
 @torch.no_grad()
@@ -187,7 +187,8 @@ def test_every_masked_slot_is_revealed_exactly_once_and_rows_of_any_length_finis
         for before, after in zip(states, states[1:]):
             written = (before != after)
             assert (before[written] == LAY.mask_id).all()           # only masks are written
-            if "threshold" in settings:  # at least one per step (else a short row may wait: its table has 0 there)
+            if "threshold" in settings and "image_threshold" in settings:  # at least one per step (else a short row
+                #   may wait: its table has 0 there)
                 assert written.any()
         assert torch.equal(out[b][~todo[b]], x[b][~todo[b]])
     assert not (out == LAY.mask_id).any()
@@ -225,10 +226,23 @@ def test_threshold_needs_fewer_forwards_on_a_confident_model():
         assert torch.equal(out, run(model.inner, x))                      # a sure model: the same report, faster
 
 
+def test_threshold_is_per_modality_threshold_for_reports_image_threshold_for_images():
+    model = Recorder(random_model(peaked=5.0))
+    t2i = LAY.random_batch(3, torch.Generator().manual_seed(0))
+    t2i[:, LAY.segment_ids == medim.IMAGE] = LAY.mask_id
+    plain = run(model, t2i)
+    n_plain, model.calls = len(model.calls), []
+    assert torch.equal(run(model, t2i, threshold=0.9), plain)              # no text slot to fill: nothing changes
+    assert torch.equal(run(model, i2t_batch(), image_threshold=0.9), run(model, i2t_batch()))
+    model.calls = []
+    run(model, t2i, image_threshold=0.9)
+    assert len(model.calls) < n_plain                                      # a sure model: fewer image steps
+
+
 def test_threshold_reveals_at_least_one_slot_per_step_and_done_rows_leave_the_batch():
     model = Recorder(random_model())
     x = mixed_batch()
-    out = run(model, x, threshold=0.6, cfg_scale=0.0, i2t_cfg_scale=0.0)
+    out = run(model, x, threshold=0.6, image_threshold=0.6, cfg_scale=0.0, i2t_cfg_scale=0.0)
     for states in histories(model.calls, x, out):
         for before, after in zip(states, states[1:]):
             assert ((before == LAY.mask_id) & (after != LAY.mask_id)).sum() >= 1
@@ -314,7 +328,7 @@ def test_same_seed_same_samples_and_another_seed_differs(settings):
 
 
 def test_new_settings_refuse_impossible_values_and_old_checkpoints_get_todays_sampler():
-    for bad in (dict(threshold=1.5), dict(threshold=-0.1), dict(text_block=-1), dict(remask_steps=-1),
+    for bad in (dict(threshold=1.5), dict(threshold=-0.1), dict(image_threshold=2.0), dict(text_block=-1), dict(remask_steps=-1),
                 dict(remask_ratio=0.0), dict(remask_ratio=1.5)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             medim.SamplerConfig(**bad)
