@@ -51,6 +51,8 @@ SETTINGS = {
     "block-16-threshold-0.7": dict(text_block=16, threshold=0.7, image_threshold=0.7),
     "block-32-threshold-0.9": dict(text_block=32, threshold=0.9, image_threshold=0.9),
     "block-32-threshold-0.7": dict(text_block=32, threshold=0.7, image_threshold=0.7),
+    "block-32-text-threshold-0.8": dict(text_block=32, threshold=0.8),  # the report only, images as today
+    "text-threshold-0.8": dict(threshold=0.8),
     "remask-4x0.1": dict(remask_steps=4, remask_ratio=0.1),  # ReMDM-loop: 4 extra forwards
     "image-steps-12": dict(sample_steps=12),
     "image-steps-8": dict(sample_steps=8),
@@ -146,9 +148,34 @@ def cell(value, fmt=".3f") -> str:
     return "-" if value is None else format(value, fmt)  # "-": report -> image on real data (no oracle)
 
 
+def mean_table(rows_by_run: dict) -> list[str]:
+    """With several runs: each setting's mean over the runs that measured it, and the change from today's decoder
+    averaged over the same runs (forwards per sample as a share of today's)."""
+    settings = list(dict.fromkeys(r["setting"] for rows in rows_by_run.values() for r in rows))
+    by = {(name, r["setting"]): r for name, rows in rows_by_run.items() for r in rows}
+    keys = ("i2t_f1", "bleu4", "i2t_per_sample", "t2i_f1", "fd_oracle", "t2i_per_sample")
+    out = [f"**mean over {len(rows_by_run)} runs** (Δ: against today's decoder on the same runs)", "",
+           "| setting | runs | i2t F1 (Δ) | BLEU-4 (Δ) | i2t forwards per sample (share of today's) | t2i F1 (Δ) | "
+           "FD-oracle (Δ) | t2i forwards per sample (share) |", "|---" * 8 + "|"]
+    for setting in settings:
+        runs = [n for n in rows_by_run if (n, setting) in by and (n, "today") in by]
+        if not runs:
+            continue
+        mean = lambda k, s=setting: float(np.mean([by[(n, s)].get(k) or np.nan for n in runs]))
+        cells = []
+        for k in keys:
+            v, base = mean(k), mean(k, "today")
+            fmt = ".2f" if k == "fd_oracle" else ".1f" if k.endswith("per_sample") else ".3f"
+            change = f"{v / base:.2f}x" if k.endswith("per_sample") else f"{v - base:+{fmt}}"
+            cells.append("-" if np.isnan(v) else f"{v:{fmt}} ({change})")
+        out.append(f"| {setting} | {len(runs)} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def markdown(rows_by_run: dict) -> str:
-    """One table per run. Forwards: batched calls (mean per sample); seconds: wall time (speed-up = today's / this)."""
-    out = []
+    """One table per run, and their mean when there are several. Forwards: batched calls (mean per sample); seconds:
+    wall time (speed-up = today's / this)."""
+    out = mean_table(rows_by_run) if len(rows_by_run) > 1 else []
     for name, rows in rows_by_run.items():
         today = next((r for r in rows if r["setting"] == "today"), None)
         speedup = lambda r, d: "" if today is None else f" ({today[d + '_s'] / r[d + '_s']:.2f}x)"

@@ -385,3 +385,17 @@ def test_bench_settings_are_valid_samplers_and_rows_already_measured_are_skipped
     assert (tmp_path / "out" / "sampler.png").stat().st_size > 0
     bench.main(argv)
     assert measured == ["threshold-0.9"]                                       # nothing left to measure
+
+
+def test_bench_mean_table_averages_runs_and_compares_with_todays_decoder_on_the_same_runs():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import sampler as bench
+    row = lambda setting, f1, fwd: dict(setting=setting, i2t_f1=f1, bleu4=0.3, i2t_per_sample=fwd, t2i_f1=0.9,
+                                        fd_oracle=20.0, t2i_per_sample=16.0)
+    rows = {"a": [row("today", 0.80, 64.0), row("fast", 0.82, 16.0)],
+            "b": [row("today", 0.90, 64.0), row("fast", 0.86, 8.0)], "c": [row("fast", 0.10, 1.0)]}  # c: no today
+    lines = {line.split("|")[1].strip(): line for line in bench.mean_table(rows) if line.startswith("| ")}
+    assert "| fast | 2 | 0.840 (-0.010) |" in lines["fast"] and "| 12.0 (0.19x) |" in lines["fast"]
+    assert "| today | 2 | 0.850 (+0.000) |" in lines["today"]
