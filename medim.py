@@ -474,18 +474,19 @@ class SamplerConfig:
     """How sample() fills the masks: one place for every sampler setting and its default (this repository's measured
     choices, docs/experiments.md; train.PAPER lists the paper's). Each field keeps its name from the command-line flag
     (--cfg-scale) to the checkpoint (ck['sampler']) and here. threshold .. remask_ratio are faster or refining decoders
-    (docs/paper-notes.md "Sampling"), off by default; the joint_ fields are read by sample.py's generate, which draws
-    pairs generated together in several sample() calls."""
+    (docs/paper-notes.md "Sampling"); reports are decoded in blocks of 16 with a 0.7 threshold, a quarter of the forwards
+    of one slot per step for the same label F1 (docs/experiments.md "Faster decoders"); the joint_ fields are read by
+    sample.py's generate, which draws pairs generated together in several sample() calls."""
     sample_steps: int = 16          # MaskGIT steps per modality, at most one per masked token
     text_steps: int = 0             # text-slot steps; 0 = one per slot if left to right or in blocks, else sample_steps
     cfg_scale: float = 2.0          # guidance w at image slots (report -> image): logits (1 + w) c - w u; 0 = off
     i2t_cfg_scale: float = 2.0      # guidance w at text slots (image -> report)
     temperature: float = 1.0        # Gumbel noise on the confidence, annealed to 0 (MaskGIT's choice temperature)
     token_temperature: float = 0.0  # tokens drawn from softmax(log p / token_temperature); 0 = argmax, 1 = the model's
-    text_left_to_right: bool = True  # reveal text slots in position order, not by confidence
-    threshold: float = 0.0          # Fast-dLLM: also reveal every text slot whose drawn token has p > threshold; 0 = off
-    image_threshold: float = 0.0    # the same for image slots (they gain little: 16 steps already, docs/experiments.md)
-    text_block: int = 0             # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
+    text_left_to_right: bool = True  # reveal text slots in position order, not by confidence (when text_block is 0)
+    threshold: float = 0.7          # Fast-dLLM: also reveal every text slot whose drawn token has p > threshold; 0 = off
+    image_threshold: float = 0.0    # the same for image slots (off: 16 steps already, and no gain measured)
+    text_block: int = 16            # LLaDA semi-autoregressive blocks: text slots per block, left to right; 0 = off
     remask_steps: int = 0           # ReMDM-loop steps after the last reveal, each re-predicting the least sure tokens
     remask_ratio: float = 0.1       # share of each modality's generated tokens put back to [MASK] per remask step
     joint_order: str = "alternating"  # pairs generated together (docs/experiments.md "Joint pairs"): both halves at

@@ -45,9 +45,10 @@ def test_tiny_model_overfits_8_pairs_and_the_sampler_reproduces_them():
         assert mean_loss(cond_frac=0.0) < 4 * math.log(8) / (lay.N + lay.L)
 
     unguided = lambda **kw: medim.SamplerConfig(cfg_scale=0.0, i2t_cfg_scale=0.0, token_temperature=0.0, **kw)
-    for ltr in (False, True):
-        x = torch.where(text, lay.mask_id, pairs)                                      # image -> report
-        out = medim.sample(model, x, lay.segment_ids, lay.legal, unguided(sample_steps=lay.L, text_left_to_right=ltr),
+    one_slot = dict(text_block=0, threshold=0.0)
+    for order in (dict(one_slot, text_left_to_right=False), dict(one_slot, text_left_to_right=True), {}):
+        x = torch.where(text, lay.mask_id, pairs)       # image -> report: by confidence, left to right, the default
+        out = medim.sample(model, x, lay.segment_ids, lay.legal, unguided(sample_steps=lay.L, **order),
                            generator=torch.Generator().manual_seed(1))
         assert torch.equal(out[:, text], pairs[:, text])
     x = torch.where(image, lay.mask_id, pairs)                                         # report -> image

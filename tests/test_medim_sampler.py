@@ -32,9 +32,10 @@ def random_model(lay, seed=0, **kw):
 
 
 def settings(**kw):
-    """Unguided, sampled tokens, confidence order: the plainest sampler, plus what a test changes."""
+    """Unguided, sampled tokens, confidence order, no blocks or threshold: the plainest sampler, plus what a test
+    changes."""
     return medim.SamplerConfig(**{"cfg_scale": 0.0, "i2t_cfg_scale": 0.0, "token_temperature": 1.0,
-                                  "text_left_to_right": False, **kw})
+                                  "text_left_to_right": False, "text_block": 0, "threshold": 0.0, **kw})
 
 
 def masked_copy(x, lay, image=False, text=False, text_from=0):

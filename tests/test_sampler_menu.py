@@ -54,8 +54,12 @@ def i2t_batch(B=3, seed=0):
     return x
 
 
+# the sampler the options extend: one text slot per step, left to right (the default decoder adds blocks and threshold)
+ONE_SLOT_PER_STEP = dict(text_block=0, threshold=0.0)
+
+
 def run(model, x, seed=1, **settings):
-    return medim.sample(model, x, LAY.segment_ids, LAY.legal, medim.SamplerConfig(**settings),
+    return medim.sample(model, x, LAY.segment_ids, LAY.legal, medim.SamplerConfig(**{**ONE_SLOT_PER_STEP, **settings}),
                         generator=torch.Generator().manual_seed(seed))
 
 
@@ -157,7 +161,7 @@ def reference_sample(model, x, segment_ids, legal, sampler=None, *, generator=No
 def test_default_decoders_reproduce_the_previous_sampler_bit_for_bit(settings):
     model = random_model()
     for x in (mixed_batch(), i2t_batch()):
-        sampler = medim.SamplerConfig(**settings)
+        sampler = medim.SamplerConfig(**{**ONE_SLOT_PER_STEP, **settings})
         want = reference_sample(model, x, LAY.segment_ids, LAY.legal, sampler,
                                 generator=torch.Generator().manual_seed(4))
         assert torch.equal(run(model, x, seed=4, **settings), want)
@@ -333,7 +337,8 @@ def test_new_settings_refuse_impossible_values_and_old_checkpoints_get_todays_sa
         with pytest.raises(ValueError, match=next(iter(bad))):
             medim.SamplerConfig(**bad)
     old = medim.SamplerConfig.from_dict({"sample_steps": 8, "text_left_to_right": True, "cfg_scale": 1.0})
-    assert (old.threshold, old.text_block, old.remask_steps) == (0.0, 0, 0)
+    today = medim.SamplerConfig()
+    assert (old.threshold, old.text_block, old.remask_steps) == (today.threshold, today.text_block, today.remask_steps)
 
 
 def test_every_new_setting_is_a_flag_of_sample_py_and_train_py():
