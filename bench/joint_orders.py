@@ -33,6 +33,7 @@ from train_speed import load_average, set_threads  # noqa: E402
 
 # both halves, one slot of each per step, random order, sampled tokens (sample.alternating's first pass)
 TOGETHER = dict(RANDOM_ORDER_PASS, token_temperature=1.0, sample_steps=64, text_steps=64)
+REPORT_BLOCKS = dict(token_temperature=1.0, text_block=16, threshold=0.7)
 # way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
 # only, "report again" / "image again" = mask the generated report (image) and fill it from the other half
 WAYS = {
@@ -49,6 +50,19 @@ WAYS = {
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0))],
     "the same, then the image again from the report (joint_order alternating)":
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {})],
+    # alternating's variants; REPORT_BLOCKS is today's default report decoder, for runs trained before it
+    "alternating, the report pass in blocks of 16 with threshold 0.7":
+        [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again", {})],
+    "alternating with 32 random-order steps, the report pass in blocks":
+        [(None, dict(TOGETHER, sample_steps=32, text_steps=32)), ("report again", REPORT_BLOCKS), ("image again", {})],
+    "alternating, the image pass guided at 4":
+        [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", dict(cfg_scale=4.0))],
+    "alternating, the image pass in 32 steps":
+        [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", dict(sample_steps=32))],
+    "alternating, the image pass remasked 4 x 10%":
+        [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", dict(remask_steps=4))],
+    "two rounds of alternating": [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {}),
+                                  ("report again", dict(token_temperature=1.0)), ("image again", {})],
 }
 
 

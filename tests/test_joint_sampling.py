@@ -88,3 +88,16 @@ def test_every_joint_order_has_its_sampler_and_others_are_refused():
         medim.SamplerConfig(joint_order="together")
     with pytest.raises(ValueError, match="joint_steps"):
         medim.SamplerConfig(joint_steps=0)
+
+
+def test_every_way_of_the_joint_orders_bench_is_a_valid_list_of_passes():
+    import os
+    import sys
+    from dataclasses import replace
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import joint_orders
+    for way, passes in joint_orders.WAYS.items():
+        assert passes, way
+        for fill, settings in passes:
+            assert fill in (None, "image", "text", "report again", "image again"), way
+            replace(medim.SamplerConfig(), **settings)  # raises on an unknown field or a bad value
