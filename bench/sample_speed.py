@@ -11,7 +11,8 @@ untimed first call; the target is a ratio <= 1.1, i.e. under 10% hidden overhead
 
 The sequence layout is bench/train_speed.Layout (64 image slots, 48 text slots, 3 fixed tokens by default), the model
 a fresh random MeDiM (speed does not depend on the weights): t2i masks every image slot, i2t every text slot, and the
-sampler reveals text left to right, in --steps steps like the image, drawing tokens at temperature 1.
+sampler decodes text with the default decoder (blocks, threshold) in --steps steps like the image, drawing tokens at
+temperature 1.
 """
 import os
 if "OMP_WAIT_POLICY" not in os.environ:  # a short OpenMP spin before sleeping, as train.py (why there)
