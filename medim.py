@@ -609,10 +609,10 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
       - text_left_to_right reveals text slots in position order, the same number per step, instead of by confidence,
         which fills "no", ".", "is" first and repeats words (docs/experiments.md: +0.10 to 0.14 label F1).
       - threshold, image_threshold (Fast-dLLM, Wu et al. 2025, arXiv 2505.22618, parallel decoding by confidence):
-        each step also reveals every candidate text (image) slot whose drawn token has p > threshold, and at least one
-        slot per row and modality,
-        so the count tables become a floor and rows finish at their own pace. Left-to-right text takes the sure slots
-        as a run after the leftmost one (choose_reveals); in blocks, any sure slot of the current block.
+        each step also reveals every candidate text (image) slot whose drawn token has p > threshold (image_threshold),
+        and at least one slot per row and modality, so the count tables become a floor and rows finish at their own
+        pace. Left-to-right text takes the sure slots as a run after the leftmost one (choose_reveals); in blocks, any
+        sure slot of the current block.
       - text_block (LLaDA, Nie et al. 2025, arXiv 2502.09992, generate.py block_length): each row's text slots to fill
         are cut into blocks of text_block, left to right; a block is only worked on once the ones before it are full,
         and inside it slots go by confidence. text_block=1 is left to right, one slot per step.

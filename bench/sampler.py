@@ -161,7 +161,7 @@ def mean_table(rows_by_run: dict) -> list[str]:
         runs = [n for n in rows_by_run if (n, setting) in by and (n, "today") in by]
         if not runs:
             continue
-        mean = lambda k, s=setting: float(np.mean([by[(n, s)].get(k) or np.nan for n in runs]))
+        mean = lambda k, s=setting: float(np.mean([np.nan if by[(n, s)].get(k) is None else by[(n, s)][k] for n in runs]))
         cells = []
         for k in keys:
             v, base = mean(k), mean(k, "today")

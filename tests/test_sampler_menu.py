@@ -399,8 +399,9 @@ def test_bench_mean_table_averages_runs_and_compares_with_todays_decoder_on_the_
     import sampler as bench
     row = lambda setting, f1, fwd: dict(setting=setting, i2t_f1=f1, bleu4=0.3, i2t_per_sample=fwd, t2i_f1=0.9,
                                         fd_oracle=20.0, t2i_per_sample=16.0)
-    rows = {"a": [row("today", 0.80, 64.0), row("fast", 0.82, 16.0)],
+    rows = {"a": [row("today", 0.80, 64.0), row("fast", 0.82, 16.0), row("broken", 0.0, 4.0)],
             "b": [row("today", 0.90, 64.0), row("fast", 0.86, 8.0)], "c": [row("fast", 0.10, 1.0)]}  # c: no today
     lines = {line.split("|")[1].strip(): line for line in bench.mean_table(rows) if line.startswith("| ")}
     assert "| fast | 2 | 0.840 (-0.010) |" in lines["fast"] and "| 12.0 (0.19x) |" in lines["fast"]
     assert "| today | 2 | 0.850 (+0.000) |" in lines["today"]
+    assert "| broken | 1 | 0.000 (-0.800) |" in lines["broken"]                  # a measured 0 is not "missing"
