@@ -54,6 +54,7 @@ def test_real_pairs_cohere_and_shuffled_pairs_are_near_chance(cxr_pairs_and_orac
     assert abs(m["coherence_shuffled"]["kappa"]) < 0.1         # a report read against another study's image
     assert m["coherence_shuffled"]["f1_macro"] < 0.5
     assert m["prevalence_max_gap"] < 0.1 and m["distinct_reports"] > 0.9
+    assert m["prevalence_max_gap"] == m["prevalence_max_gap_real"]  # the floor is the same readers on as many real pairs
     assert m["nearest_train_distance"] == pytest.approx(m["nearest_train_distance_real"])
 
 
@@ -64,5 +65,6 @@ def test_a_collapsed_or_copied_generator_is_caught(cxr_pairs_and_oracle):
     m = ev.joint_metrics([normal.image] * 50, [normal.report] * 50, reference)
     assert m["distinct_reports"] == 1 / 50
     assert m["prevalence_max_gap"] > 0.2                      # every finding at 0 against priors of about 0.3
+    assert m["prevalence_max_gap_real"] < 0.15                # 50 real test pairs: a sampling gap, much smaller
     assert m["nearest_train_distance"] == pytest.approx(0.0, abs=1e-3)   # a copy of a training image
     assert m["nearest_train_distance_real"] > 0.01

@@ -56,9 +56,11 @@ def test_tiny_run_writes_metrics_grid_and_checkpoint(tiny_run):
         assert key in m["t2i"], key
     assert m["train"]["steps"] == 30 and m["oracle"]["test_acc"] >= 0
     assert {"psnr_db", "codebook_usage"} <= set(m["tokenizer"])
-    for name in ("unconditional", "prompted"):  # pairs generated together, judged by the oracle and the labeler
+    import eval as ev
+    # pairs generated together, judged by the oracle and the labeler: one per test pair, a quarter as many prompted
+    for name, n in (("unconditional", 8), ("prompted", 8 // ev.PROMPTED_SHARE)):
         j = m["joint"][name]
-        assert j["n"] == 8 and {"coherence", "coherence_real", "coherence_shuffled", "prevalence"} <= set(j)
+        assert j["n"] == n and {"coherence", "coherence_real", "coherence_shuffled", "prevalence"} <= set(j)
         assert -1 <= j["coherence"]["kappa"] <= 1 and 0 < j["distinct_reports"] <= 1
     assert m["joint"]["prompted"]["prompt"].startswith("FINDINGS:")
 
