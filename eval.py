@@ -272,8 +272,11 @@ def evaluate(model, tok, pairs: list, train_pairs: dict, sampler: SamplerConfig,
             oracle = train_oracle(train_same, names, os.path.join(run_dir, f"oracle_{domain}"), seed=seed,
                                   steps=oracle_steps)
             gimgs, rimgs = [gen_images[i] for i in idx], [images[i] for i in idx]
-            tm = label_metrics(np.asarray(oracle.predict(gimgs)), true, names)
-            m["t2i"] = {"label_acc": tm["acc"], "label_f1_macro": tm["f1_macro"], "label_per_finding": tm["per_finding"]}
+            read = np.asarray(oracle.predict(gimgs))
+            tm = label_metrics(read, true, names)
+            # kappa as joint pairs' coherence computes it: what one report -> image pass gives a pair's two halves
+            m["t2i"] = {"label_acc": tm["acc"], "label_f1_macro": tm["f1_macro"], "label_per_finding": tm["per_finding"],
+                        "label_kappa": pair_coherence(read, true, names)["kappa"]}
             m["t2i_baselines"] = m["i2t_baselines"]
             m["oracle"] = {"test_acc": label_metrics(np.asarray(oracle.predict(rimgs)), true, names)["acc"]}
             if with_fd_oracle:
@@ -357,11 +360,13 @@ def format_table(m: dict) -> str:
         rows.append(f"| t2i label accuracy (oracle) | {t['label_acc']:.3f} | {b('all_negative', 'acc')} |")
         if "fd_oracle" in t:
             rows.append(f"| t2i FD-oracle (lower is better) | {t['fd_oracle']:.3f} | {t['fd_oracle_real_floor']:.3f} (real vs real floor) |")
+    t = m.get("t2i", {})  # one report -> image pass from real reports, read the same way: what a pair's last pass gives
+    t2i_kappa = f", {t['label_kappa']:.3f} / {t['label_f1_macro']:.3f} (report → image)" if "label_kappa" in t else ""
     for name, j in m.get("joint", {}).items():
         c, real, floor = j["coherence"], j["coherence_real"], j["coherence_shuffled"]
         rows.append(f"| joint {name}: image-report kappa / F1 | {c['kappa']:.3f} / {c['f1_macro']:.3f} | "
                     f"{real['kappa']:.3f} / {real['f1_macro']:.3f} (real pairs), {floor['kappa']:.3f} / "
-                    f"{floor['f1_macro']:.3f} (shuffled) |")
+                    f"{floor['f1_macro']:.3f} (shuffled){t2i_kappa} |")
         rows.append(f"| joint {name}: largest prevalence gap to the training prior | {j['prevalence_max_gap']:.3f} | "
                     f"{j['prevalence_max_gap_real']:.3f} (as many real test pairs) |")
         if j.get("prompt_finding"):

@@ -52,7 +52,7 @@ def test_tiny_run_writes_metrics_grid_and_checkpoint(tiny_run):
     m = json.load(open(os.path.join(tiny_run, "metrics.json")))
     for key in ("label_f1_macro", "bleu1", "bleu4", "meteor", "rouge_l", "cider"):
         assert 0.0 <= m["i2t"][key] <= 10.0, key
-    for key in ("label_acc", "label_f1_macro", "fd_oracle", "fd_oracle_real_floor"):
+    for key in ("label_acc", "label_f1_macro", "label_kappa", "fd_oracle", "fd_oracle_real_floor"):
         assert key in m["t2i"], key
     assert m["train"]["steps"] == 30 and m["oracle"]["test_acc"] >= 0
     assert {"psnr_db", "codebook_usage"} <= set(m["tokenizer"])
@@ -63,6 +63,8 @@ def test_tiny_run_writes_metrics_grid_and_checkpoint(tiny_run):
         assert j["n"] == n and {"coherence", "coherence_real", "coherence_shuffled", "prevalence"} <= set(j)
         assert -1 <= j["coherence"]["kappa"] <= 1 and 0 < j["distinct_reports"] <= 1
     assert m["joint"]["prompted"]["prompt"].startswith("FINDINGS:")
+    table = ev.format_table(m)  # each joint number beside its floor or ceiling
+    assert "(as many real test pairs)" in table and "(report → image)" in table and "(shuffled)" in table
 
 
 @pytest.mark.parametrize("task,extra", [("t2i", ["--report", "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly."]),
