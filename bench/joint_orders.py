@@ -36,7 +36,8 @@ from train_speed import load_average, set_threads  # noqa: E402
 TOGETHER = dict(RANDOM_ORDER_PASS, token_temperature=1.0, sample_steps=64, text_steps=64)
 REPORT_BLOCKS = dict(token_temperature=1.0, text_block=16, threshold=0.7)
 # way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
-# only, "report again" / "image again" = mask the generated report (image) and fill it from the other half
+# only, "report again" / "image again" = mask the generated report (image) and fill it from the other half, "image half
+# again" = mask a random half of the generated image codes
 WAYS = {
     "one pass, argmax, most confident first (the other tasks' sampler)": [(None, {})],
     "one pass, sampled, most confident first": [(None, dict(TOGETHER, temperature=1.0))],
@@ -62,6 +63,10 @@ WAYS = {
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", dict(sample_steps=32))],
     "alternating, the image pass remasked 4 x 10%":
         [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", dict(remask_steps=4))],
+    "alternating, the image pass sampled (token temperature 1)":
+        [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again", dict(token_temperature=1.0))],
+    "alternating, the image pass on a random half of the image":
+        [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image half again", {})],
     "two rounds of alternating": [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {}),
                                   ("report again", dict(token_temperature=1.0)), ("image again", {})],
 }
@@ -75,7 +80,10 @@ def draw(model, tok, passes, sampler, n, seed, device="cpu"):
              "image again": (x == tok.vocab.mask_id) & (seg == medim.IMAGE)}
     gen = torch.Generator(device=device).manual_seed(seed)
     for fill, settings in passes:
-        if fill in again:
+        if fill == "image half again":  # half the codes stay as they were (SDEdit-like): the rest redrawn from the report
+            half = torch.rand(x.shape, generator=gen, device=device) < 0.5
+            x = x.masked_fill(again["image again"] & half, tok.vocab.mask_id)
+        elif fill in again:
             x = x.masked_fill(again[fill], tok.vocab.mask_id)
         part = {"image": medim.IMAGE, "text": medim.TEXT}.get(fill)
         x = medim.sample(model, x, seg, legal, replace(sampler, **settings), generator=gen, fill=part)

@@ -99,5 +99,5 @@ def test_every_way_of_the_joint_orders_bench_is_a_valid_list_of_passes():
     for way, passes in joint_orders.WAYS.items():
         assert passes, way
         for fill, settings in passes:
-            assert fill in (None, "image", "text", "report again", "image again"), way
+            assert fill in (None, "image", "text", "report again", "image again", "image half again"), way
             replace(medim.SamplerConfig(), **settings)  # raises on an unknown field or a bad value
