@@ -66,5 +66,8 @@ def test_a_collapsed_or_copied_generator_is_caught(cxr_pairs_and_oracle):
     assert m["distinct_reports"] == 1 / 50
     assert m["prevalence_max_gap"] > 0.2                      # every finding at 0 against priors of about 0.3
     assert m["prevalence_max_gap_real"] < 0.15                # 50 real test pairs: a sampling gap, much smaller
+    first_50 = [np.abs(reference[k][:50].mean(0) - reference["prior"]).max()   # the floor is on the first 50, not all 300
+                for k in ("image_labels_real", "report_labels_real")]
+    assert m["prevalence_max_gap_real"] == pytest.approx(max(first_50))
     assert m["nearest_train_distance"] == pytest.approx(0.0, abs=1e-3)   # a copy of a training image
     assert m["nearest_train_distance_real"] > 0.01
