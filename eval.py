@@ -412,6 +412,8 @@ def main(argv=None):
     p.add_argument("--n-eval", type=int, default=0, help="--run: test pairs per domain (default: the run's n_eval)")
     p.add_argument("--out", default="", help="--run: where metrics go (default RUN/metrics.json; another name to compare)")
     p.add_argument("--raw-weights", action="store_true", help="--run: the raw weights instead of the EMA weights")
+    p.add_argument("--no-joint", action="store_true", help="--run: skip the pairs generated together (about two "
+                   "thirds of the sampling), e.g. to compare report and image settings")
     p.add_argument("--device", default="cpu")
     add_sampler_flags(p.add_argument_group("sampler settings for --run (default: the run's own, saved in its ckpt.pt)"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -447,7 +449,7 @@ def main(argv=None):
     m = evaluate(model, tok, pairs, train_pairs, sampler, seed=run["seed"],
                  oracle_steps=run.get("oracle_steps") or ORACLE_STEPS,  # 0 in runs from before it had a value
                  run_dir=args.run, grid_path=os.path.splitext(out)[0] + ".png" if args.out else
-                 os.path.join(args.run, "samples.png"))
+                 os.path.join(args.run, "samples.png"), with_joint=not args.no_joint)
     m["sampler"] = asdict(sampler)
     if os.path.exists(os.path.join(args.run, "metrics.json")) and not args.out:
         with open(os.path.join(args.run, "metrics.json")) as f:

@@ -494,6 +494,8 @@ class SamplerConfig:
     #   'report_first': the report alone, then the image from it as report -> image
     joint_steps: int = 64           # alternating: steps of the random-order pass (64: one image code per step)
     joint_token_temperature: float = 1.0  # pairs generated together: their tokens drawn at this temperature
+    candidates: int = 1             # sample.py's generate: draws per sample, keeping the one beside which the model
+    #   finds the given half likeliest (sample.best_of; for a joint pair, its last pass: the image from the report)
 
     def __post_init__(self):
         if self.sample_steps < 1 or self.text_steps < 0:
@@ -512,6 +514,8 @@ class SamplerConfig:
         if self.joint_order not in JOINT_ORDERS or self.joint_steps < 1:
             raise ValueError(f"SamplerConfig: joint_order must be one of {JOINT_ORDERS} and joint_steps >= 1, got "
                              f"{self.joint_order!r}, {self.joint_steps}")
+        if self.candidates < 1:
+            raise ValueError(f"SamplerConfig: candidates must be >= 1, got {self.candidates}")
         if not 0 < self.remask_ratio <= 1:
             raise ValueError(f"SamplerConfig: remask_ratio must be in (0, 1], got {self.remask_ratio}")
 
@@ -707,6 +711,26 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
         drawn, logp_drawn = denoise(x.masked_fill(redo, mask_id), redo, sampler.token_temperature)
         x, sure_of = x.masked_scatter(redo, drawn), sure_of.masked_scatter(redo, logp_drawn)
     return x
+
+
+@torch.no_grad()
+def given_logprob(model, x, segment_ids, legal, at):
+    """How likely the model finds each row's tokens at the slots `at` (B, T) bool given the rest of the row: their
+    summed log p (B,) from one forward with all of them masked at once, read with SUBS (subs_logprobs); the time input
+    is the masked share, as in training. x (B, T) holds no [MASK]. With `at` a row's report, it scores the report
+    beside that row's image (training's image -> report rows at t = 1): higher when the image shows what the report
+    describes, a check of a generated pair by the model itself."""
+    mask_id = model.cfg.mask_id
+    B, T = x.shape
+    seg = segment_ids.to(x.device).expand(B, T)                                           # (B, T)
+    t = at.sum(1) / (seg > 0).sum(1).clamp(min=1)                                         # (B,) masked share
+    logits = model(x.masked_fill(at, mask_id), t, logits_at=at)                           # (M, V) row-major
+    vocab, rows = segment_vocab(legal.to(x.device), mask_id), segment_rows(seg[at])
+    per_slot = torch.zeros(len(logits), device=x.device)                                  # (M,) log p of x there
+    for s, logp in subs_logprobs(logits, rows, vocab).items():                           # (M_s, V_s)
+        column = torch.searchsorted(vocab[s], x[at][rows[s]])                             # (M_s,) x's column
+        per_slot[rows[s]] = logp.gather(1, column[:, None]).squeeze(1)
+    return torch.zeros(B, device=x.device).index_add_(0, at.nonzero()[:, 0], per_slot)   # (B,)
 
 # ----------------------------------------------------------------------------------------------------------------------
 #### Loading pretrained LLM weights: a small safetensors reader and the HF -> MeDiM mapping

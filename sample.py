@@ -21,6 +21,7 @@ from dataclasses import fields, replace
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
@@ -120,8 +121,9 @@ def sampler_from_flags(sampler: SamplerConfig, args) -> SamplerConfig:
 def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed=0,
              batch_size=256) -> list[tuple[str, np.ndarray, str]]:
     """Fill every [MASK] of x (B, T) with medim.sample and decode each row into (report, image uint8, domain).
-    Rows with both a report and an image to fill (joint pairs) go through JOINT[sampler.joint_order] first. Rows go
-    batch_size at a time, with a progress bar when there is more than one batch."""
+    Rows with both a report and an image to fill (joint pairs) go through JOINT[sampler.joint_order] first; with
+    sampler.candidates > 1 the last pass is best_of's. Rows go batch_size at a time, with a progress bar when there is
+    more than one batch."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     seg, legal = tok.vocab.segment_ids.to(device), tok.vocab.legal.to(device)
@@ -132,7 +134,10 @@ def generate(model: MeDiM, tok, x: torch.Tensor, sampler: SamplerConfig, *, seed
         masked = chunk == tok.vocab.mask_id
         if ((masked & (seg == medim.IMAGE)).any(1) & (masked & (seg == medim.TEXT)).any(1)).any():
             chunk = JOINT[sampler.joint_order](model, chunk, seg, legal, sampler, gen)
-        filled = medim.sample(model, chunk, seg, legal, sampler, generator=gen)
+        if sampler.candidates > 1:
+            filled = best_of(model, chunk, seg, legal, sampler, gen, sampler.candidates)
+        else:
+            filled = medim.sample(model, chunk, seg, legal, sampler, generator=gen)
         out.extend(tok.decode(row) for row in filled.cpu().numpy())
     return out
 
@@ -172,6 +177,17 @@ def report_first(model, x, seg, legal, sampler: SamplerConfig, generator) -> tor
     model's distribution (joint_token_temperature) instead of argmax keep the reports diverse."""
     return medim.sample(model, x, seg, legal, replace(sampler, token_temperature=sampler.joint_token_temperature),
                         generator=generator, fill=medim.TEXT)
+
+
+def best_of(model, x, seg, legal, sampler: SamplerConfig, generator, k: int) -> torch.Tensor:
+    """Every [MASK] of x (B, T) filled k times by medim.sample; each row keeps the draw beside which the model finds
+    the row's given half most likely (medim.given_logprob): the report for report -> image, the image for
+    image -> report. The model judges its own draws against their condition (as a reranker would). Returns (B, T)."""
+    given = (seg > 0) & (x != model.cfg.mask_id)                                                       # (B, T)
+    drawn = medim.sample(model, x.repeat_interleave(k, 0), seg, legal, sampler, generator=generator)  # (B k, T)
+    score = medim.given_logprob(model, drawn, seg, legal, given.repeat_interleave(k, 0))              # (B k,)
+    best = rearrange(score, "(b k) -> b k", k=k).argmax(1)                                            # (B,)
+    return rearrange(drawn, "(b k) t -> b k t", k=k)[torch.arange(len(x)), best]                      # (B, T)
 
 
 JOINT = {"alternating": alternating, "report_first": report_first}

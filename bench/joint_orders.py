@@ -29,7 +29,7 @@ from eval import (evaluation_data, joint_metrics, largest_prevalence_gap, loader
                   real_pair_reference)
 from eval_image import ORACLE_STEPS, train_oracle  # noqa: E402
 from data.synthetic import CXR_FINDINGS  # noqa: E402
-from sample import RANDOM_ORDER_PASS, condition_on_prompt, load_run  # noqa: E402
+from sample import RANDOM_ORDER_PASS, best_of, condition_on_prompt, load_run  # noqa: E402
 from train_speed import load_average, set_threads  # noqa: E402
 
 # both halves, one slot of each per step, random order, sampled tokens (sample.alternating's first pass)
@@ -37,7 +37,8 @@ TOGETHER = dict(RANDOM_ORDER_PASS, token_temperature=1.0, sample_steps=64, text_
 REPORT_BLOCKS = dict(token_temperature=1.0, text_block=16, threshold=0.7)
 # way -> passes (what to fill, sampler settings over the run's): None = every mask, "image" / "text" = that half
 # only, "report again" / "image again" = mask the generated report (image) and fill it from the other half, "image half
-# again" = mask a random half of the generated image codes
+# again" = mask a random half of the generated image codes, "image again, best of K" = draw the image K times from the
+# report and keep the one beside which the model finds the report most likely (sample.best_of)
 WAYS = {
     "one pass, argmax, most confident first (the other tasks' sampler)": [(None, {})],
     "one pass, sampled, most confident first": [(None, dict(TOGETHER, temperature=1.0))],
@@ -67,6 +68,10 @@ WAYS = {
         [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again", dict(token_temperature=1.0))],
     "alternating, the image pass on a random half of the image":
         [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image half again", {})],
+    "alternating, the image pass best of 2 by the report's likelihood":
+        [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again, best of 2", {})],
+    "alternating, the image pass best of 4 by the report's likelihood":
+        [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again, best of 4", {})],
     "two rounds of alternating": [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {}),
                                   ("report again", dict(token_temperature=1.0)), ("image again", {})],
 }
@@ -80,6 +85,10 @@ def draw(model, tok, passes, sampler, n, seed, device="cpu"):
              "image again": (x == tok.vocab.mask_id) & (seg == medim.IMAGE)}
     gen = torch.Generator(device=device).manual_seed(seed)
     for fill, settings in passes:
+        if fill and fill.startswith("image again, best of "):  # k images drawn, the one its report is likeliest beside
+            x = best_of(model, x.masked_fill(again["image again"], tok.vocab.mask_id), seg, legal,
+                               replace(sampler, **settings), gen, k=int(fill.rsplit(" ", 1)[1]))
+            continue
         if fill == "image half again":  # half the codes stay as they were (SDEdit-like): the rest redrawn from the report
             half = torch.rand(x.shape, generator=gen, device=device) < 0.5
             x = x.masked_fill(again["image again"] & half, tok.vocab.mask_id)

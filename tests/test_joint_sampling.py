@@ -6,7 +6,7 @@ import torch
 import medim
 import sample
 from medim_toy import ToyLayout
-from test_medim_sampler import Recorder, random_model  # records (x, t) of every call
+from test_medim_sampler import Recorder, random_model, settings  # Recorder: (x, t) of every call
 
 LAY = ToyLayout(N=12, L=10)
 IMAGE_AT, TEXT_AT = LAY.segment_ids == medim.IMAGE, LAY.segment_ids == medim.TEXT
@@ -99,5 +99,33 @@ def test_every_way_of_the_joint_orders_bench_is_a_valid_list_of_passes():
     for way, passes in joint_orders.WAYS.items():
         assert passes, way
         for fill, settings in passes:
-            assert fill in (None, "image", "text", "report again", "image again", "image half again"), way
+            assert fill in (None, "image", "text", "report again", "image again", "image half again") or \
+                fill.startswith("image again, best of "), way
             replace(medim.SamplerConfig(), **settings)  # raises on an unknown field or a bad value
+
+
+def test_given_logprob_is_the_given_slots_under_subs_all_masked_at_once():
+    model = random_model(LAY)
+    x = LAY.random_batch(3, torch.Generator().manual_seed(0))
+    at = TEXT_AT.expand(3, -1).clone()
+    at[0] = IMAGE_AT                                                    # row 0 scores its image, rows 1-2 their report
+    t = at.sum(1) / (LAY.segment_ids > 0).sum()
+    legal_at = LAY.legal[LAY.segment_ids.expand(3, -1)]                                     # (B, T, V)
+    legal_at[..., LAY.mask_id] = False
+    logits = model(x.masked_fill(at, LAY.mask_id), t).masked_fill(~legal_at, float("-inf"))
+    by_hand = (logits.log_softmax(-1).gather(2, x[..., None]).squeeze(2) * at).sum(1)        # (B,)
+    assert torch.allclose(medim.given_logprob(model, x, LAY.segment_ids, LAY.legal, at), by_hand, atol=1e-4)
+
+
+@pytest.mark.parametrize("masked_half", [IMAGE_AT, TEXT_AT])
+def test_best_of_keeps_each_rows_draw_its_condition_is_likeliest_beside(masked_half):
+    model, sampler = random_model(LAY), settings()               # unguided, sampled tokens: the draws differ
+    x = LAY.random_batch(4, torch.Generator().manual_seed(1)).masked_fill(masked_half, LAY.mask_id)
+    out = sample.best_of(model, x, LAY.segment_ids, LAY.legal, sampler, torch.Generator().manual_seed(0), 3)
+    drawn = medim.sample(model, x.repeat_interleave(3, 0), LAY.segment_ids, LAY.legal, sampler,
+                         generator=torch.Generator().manual_seed(0))                     # the same 3 candidates per row
+    given = ~masked_half & (LAY.segment_ids > 0)
+    score = medim.given_logprob(model, drawn, LAY.segment_ids, LAY.legal, given.expand(12, -1)).view(4, 3)
+    assert torch.equal(out, drawn.view(4, 3, -1)[torch.arange(4), score.argmax(1)])
+    assert torch.equal(out[:, given], x[:, given]) and not (out == LAY.mask_id).any()
+    assert len({tuple(r[masked_half].tolist()) for r in drawn}) > 4                       # the candidates differ
