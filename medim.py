@@ -393,6 +393,15 @@ def subs_logprobs(logits, rows, vocab):
     return {s: logits[r[:, None], vocab[s]].float().log_softmax(-1) for s, r in rows.items()}
 
 
+def subs_logprob_of(logits, rows, vocab, ids):
+    """log p (M,) float32 of the ids (M,) at the M masked positions of logits (M, V), under subs_logprobs."""
+    out = torch.zeros(len(ids), device=logits.device)
+    for s, logp in subs_logprobs(logits, rows, vocab).items():                          # (M_s, V_s)
+        column = torch.searchsorted(vocab[s], ids[rows[s]])                              # (M_s,) the ids' columns
+        out[rows[s]] = logp.gather(1, column[:, None]).squeeze(1)
+    return out
+
+
 def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0.15, cond_text_share=0.5,
                    i2t_power=0.0, t2i_power=0.0, loss_weight='elbo', t=None):
     """One MDLM training loss on clean sequences x0 (B, T) long. The keyword defaults are the paper's recipe (MeDiM
@@ -441,11 +450,8 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     t_in = masked.sum(1) / diffused.sum(1).clamp(min=1)                                # (B,)
     logits = model(xt, t_in, logits_at=masked)                                         # (M, V)
     # 3. -log p_theta(x0 | xt) at the masked tokens (unmasked ones carry over: log p = 0, nothing to learn)
-    total = {}  # modality -> sum over its masked tokens of weight x CE
-    for s, logp in subs_logprobs(logits, rows, vocab).items():                        # (M_s, V_s)
-        target = torch.searchsorted(vocab[s], x0_m[rows[s]])                           # (M_s,) x0's column there
-        nll = -logp.gather(1, target[:, None]).squeeze(1)                              # (M_s,)
-        total[s] = (nll * weight[rows[s]]).sum()
+    nll = -subs_logprob_of(logits, rows, vocab, x0_m)                                  # (M,)
+    total = {s: (nll[r] * weight[r]).sum() for s, r in rows.items()}  # modality -> sum of weight x CE
     if loss_weight == 'elbo':  # the NELBO: sum of CE / p_mask over the masked tokens, per diffused token
         denom = {s: (seg == s).sum() for s in (IMAGE, TEXT)}
         loss = (total[IMAGE] + total[TEXT]) / diffused.sum()
@@ -725,11 +731,8 @@ def given_logprob(model, x, segment_ids, legal, at):
     seg = segment_ids.to(x.device).expand(B, T)                                           # (B, T)
     t = at.sum(1) / (seg > 0).sum(1).clamp(min=1)                                         # (B,) masked share
     logits = model(x.masked_fill(at, mask_id), t, logits_at=at)                           # (M, V) row-major
-    vocab, rows = segment_vocab(legal.to(x.device), mask_id), segment_rows(seg[at])
-    per_slot = torch.zeros(len(logits), device=x.device)                                  # (M,) log p of x there
-    for s, logp in subs_logprobs(logits, rows, vocab).items():                           # (M_s, V_s)
-        column = torch.searchsorted(vocab[s], x[at][rows[s]])                             # (M_s,) x's column
-        per_slot[rows[s]] = logp.gather(1, column[:, None]).squeeze(1)
+    vocab = segment_vocab(legal.to(x.device), mask_id)
+    per_slot = subs_logprob_of(logits, segment_rows(seg[at]), vocab, x[at])                # (M,) log p of x there
     return torch.zeros(B, device=x.device).index_add_(0, at.nonzero()[:, 0], per_slot)   # (B,)
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def draw(model, tok, passes, sampler, n, seed, device="cpu"):
     for fill, settings in passes:
         if fill and fill.startswith("image again, best of "):  # k images drawn, the one its report is likeliest beside
             x = best_of(model, x.masked_fill(again["image again"], tok.vocab.mask_id), seg, legal,
-                               replace(sampler, **settings), gen, k=int(fill.rsplit(" ", 1)[1]))
+                        replace(sampler, **settings), gen, k=int(fill.rsplit(" ", 1)[1]))
             continue
         if fill == "image half again":  # half the codes stay as they were (SDEdit-like): the rest redrawn from the report
             half = torch.rand(x.shape, generator=gen, device=device) < 0.5
