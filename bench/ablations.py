@@ -29,7 +29,11 @@ The table then adds the per-seed paired differences pretrained − random with t
 Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart). The sweep is resumable: finished
 runs (those with a metrics.json) are read back, not rerun, and a run that was stopped continues from its last
 checkpoint (train.py --resume: the same run, bit for bit, on a CPU), so the table can be built over several sittings.
---table-only rebuilds the table from what is there and names the runs still missing. Run one sweep per OUT at a time
+--table-only rebuilds the table from what is there and names the runs still missing. --record DIR carries a sweep
+from one machine to the next: each finished run's config.json, log.txt and metrics.json (a few kB) are copied to
+DIR/RUN, and a run found there counts as finished, so committing DIR keeps the finished runs when OUT (checkpoints,
+caches) is gone. A run trained elsewhere with the same seed and flags, such as `python train.py --seed 0`, joins the
+table when its three files are copied to DIR under the row's name. Run one sweep per OUT at a time
 (two at once may only share OUT when --seeds or --variants keep them on different runs). Runs are evaluated without
 the joint pairs (--no-eval-joint: the table does not read them, and they triple the evaluation's sampling).
 """
@@ -101,6 +105,16 @@ def make_tokenizers(tok_dir: str, seed: int, flags: list[str]):
                    "2", "--no-eval-joint"], tok_dir + ".log")
 
 
+def record_run(src: str, dst: str):
+    """Copy a finished run's small files (config.json, log.txt, metrics.json) to dst, once."""
+    if os.path.exists(os.path.join(dst, "metrics.json")):
+        return
+    os.makedirs(dst, exist_ok=True)
+    for name in ("config.json", "log.txt", "metrics.json"):  # metrics.json last: it marks the copy complete
+        if os.path.exists(os.path.join(src, name)):
+            shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+
+
 def copy_tokenizers(src: str, dst: str):
     os.makedirs(dst, exist_ok=True)
     for name in ("vqvae.pt", "tokenizer.json", "vocab.json", "cache", "oracle_cxr", "oracle_path"):
@@ -131,6 +145,9 @@ def main(argv=None):
     p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                    help="replace the paper's variants by your own (repeat the flag), e.g. 'low lr=--lr 1e-3'")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (GPUs with spare memory; on a 2-core CPU keep 1)")
+    p.add_argument("--record", default="", help="also keep each finished run's config.json, log.txt and "
+                   "metrics.json in DIR/RUN, and count runs found there as finished (commit DIR to carry a sweep "
+                   "across machines)")
     p.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs already finished, "
                    "naming the missing ones")
     args = p.parse_args(argv)
@@ -163,6 +180,16 @@ def main(argv=None):
         steps[name] = (scaled(args.steps) or DEFAULT_STEPS) // 2
     os.makedirs(args.out, exist_ok=True)
     run_dir = lambda name, seed: os.path.join(args.out, f"{slug(name)}_seed{seed}")
+
+    def finished(name, seed) -> str:
+        """The metrics.json of a finished run, in OUT or (after a copy there) in --record; '' if it is not finished."""
+        out = run_dir(name, seed)
+        kept = os.path.join(args.record, os.path.basename(out)) if args.record else ""
+        if kept and os.path.exists(os.path.join(out, "metrics.json")):
+            record_run(out, kept)
+        found = [d for d in (out, kept) if d and os.path.exists(os.path.join(d, "metrics.json"))]
+        return os.path.join(found[0], "metrics.json") if found else ""
+
     for seed in [] if args.table_only else args.seeds:
         tok_dirs = {}
         for flags in variants.values():
@@ -173,7 +200,7 @@ def main(argv=None):
 
         def one(name, flags):
             out = run_dir(name, seed)
-            if os.path.exists(os.path.join(out, "metrics.json")):
+            if finished(name, seed):
                 return
             if os.path.exists(os.path.join(out, "ckpt.pt")):  # stopped: continue from its last checkpoint
                 print(f"seed {seed}: {name} (resumed) ...", flush=True)
@@ -185,14 +212,15 @@ def main(argv=None):
             n = steps.get(name, scaled(args.steps))
             run_train(["--out", out, "--seed", str(seed), "--no-eval-joint", *(["--steps", str(n)] if n else []),
                        *extra, *flags], out + ".log")
+            finished(name, seed)  # copies it to --record
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             list(pool.map(lambda kv: one(*kv), variants.items()))
     results, missing = {name: {} for name in variants}, []  # {variant: {seed: metrics}}
     for name in variants:
         for seed in args.seeds:
-            path = os.path.join(run_dir(name, seed), "metrics.json")
-            if os.path.exists(path):
+            path = finished(name, seed)
+            if path:
                 results[name][seed] = json.load(open(path))
             else:
                 missing.append(f"{name} seed {seed}")

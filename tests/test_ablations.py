@@ -189,3 +189,25 @@ def test_training_steps_in_train_args_are_refused(capsys):
     with pytest.raises(SystemExit):
         ablations.main(["--train-args", "--steps 5", "--out", "/nonexistent", "--table-only"])
     assert "--steps" in capsys.readouterr().err
+
+
+def test_record_keeps_finished_runs_so_a_fresh_machine_reruns_only_the_unfinished(tmp_path, monkeypatch):
+    """--record DIR: finished runs' small files are copied there; on a new machine (OUT gone) they count as finished
+    and only the run that had not finished trains; a run copied in by hand joins the table."""
+    record = tmp_path / "record"
+    argv = ["--variant", "a=--lr 1e-3", "--variant", "b=--lr 3e-3", "--seeds", "0", "1", "--record", str(record)]
+    calls = _fake_sweep(tmp_path, monkeypatch, finish=lambda out: not out.endswith("b_seed1"))
+    ablations.main([*argv, "--out", str(tmp_path / "machine1")])
+    assert sorted(os.listdir(record)) == ["a_seed0", "a_seed1", "b_seed0"]
+    assert sorted(os.listdir(record / "a_seed0")) == ["metrics.json"]        # the fake run wrote no config or log
+    calls = _fake_sweep(tmp_path, monkeypatch)
+    ablations.main([*argv, "--out", str(tmp_path / "machine2"), "--seeds", "0", "1"])
+    trained = [os.path.basename(a[a.index("--out") + 1]) for a in calls if "tokenizers" not in a[a.index("--out") + 1]]
+    assert trained == ["b_seed1"]
+    assert "Missing" not in open(tmp_path / "machine2" / "ablations.md").read()
+    assert sorted(os.listdir(record)) == ["a_seed0", "a_seed1", "b_seed0", "b_seed1"]
+    os.makedirs(record / "a_seed2")                                           # a run trained elsewhere, copied in
+    json.dump(_metrics(0.9, 0.4), open(record / "a_seed2" / "metrics.json", "w"))
+    ablations.main([*argv, "--out", str(tmp_path / "machine3"), "--seeds", "2", "--table-only"])
+    table = open(tmp_path / "machine3" / "ablations.md").read()
+    assert "| a | 1 | 0.900 ± 0.000" in table and "b seed 2" in table.split("Missing")[1]

@@ -1,7 +1,6 @@
 """End to end at toy scale: a tiny MeDiM memorises 8 image/report pairs, then writes each pair's report from its image
 and redraws each image from its report."""
 import math
-import time
 
 import torch
 
@@ -11,7 +10,6 @@ from medim_toy import ToyLayout
 
 def test_tiny_model_overfits_8_pairs_and_the_sampler_reproduces_them():
     torch.set_num_threads(1)
-    start = time.time()
     lay = ToyLayout(n_text=20, K=16, N=8, L=8)
     g = torch.Generator().manual_seed(0)
     pairs = torch.stack([lay.sequence(torch.randint(0, lay.n_text, (int(n),), generator=g).tolist(),
@@ -55,4 +53,3 @@ def test_tiny_model_overfits_8_pairs_and_the_sampler_reproduces_them():
     out = medim.sample(model, x, lay.segment_ids, lay.legal, unguided(sample_steps=4),
                        generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, pairs)
-    assert time.time() - start < 60
