@@ -72,6 +72,11 @@ WAYS = {
         [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again, best of 2", {})],
     "alternating, the image pass best of 4 by the report's likelihood":
         [(None, TOGETHER), ("report again", REPORT_BLOCKS), ("image again, best of 4", {})],
+    # the first pass's reports are nearer the prior than its images: keep them and draw the image from them first
+    "random order together, then the image from the report":
+        [(None, TOGETHER), ("image again", {})],
+    "random order together, then the image from the report, then the report from the image":
+        [(None, TOGETHER), ("image again", {}), ("report again", REPORT_BLOCKS)],
     "two rounds of alternating": [(None, TOGETHER), ("report again", dict(token_temperature=1.0)), ("image again", {}),
                                   ("report again", dict(token_temperature=1.0)), ("image again", {})],
 }
