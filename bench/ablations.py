@@ -181,14 +181,18 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     run_dir = lambda name, seed: os.path.join(args.out, f"{slug(name)}_seed{seed}")
 
+    kept_dir = lambda name, seed: os.path.join(args.record, os.path.basename(run_dir(name, seed)))
+
+    def keep(name, seed):
+        """With --record: copy the run's small files there if it finished in OUT."""
+        if args.record and os.path.exists(os.path.join(run_dir(name, seed), "metrics.json")):
+            record_run(run_dir(name, seed), kept_dir(name, seed))
+
     def finished(name, seed) -> str:
-        """The metrics.json of a finished run, in OUT or (after a copy there) in --record; '' if it is not finished."""
-        out = run_dir(name, seed)
-        kept = os.path.join(args.record, os.path.basename(out)) if args.record else ""
-        if kept and os.path.exists(os.path.join(out, "metrics.json")):
-            record_run(out, kept)
-        found = [d for d in (out, kept) if d and os.path.exists(os.path.join(d, "metrics.json"))]
-        return os.path.join(found[0], "metrics.json") if found else ""
+        """The metrics.json of a finished run, in OUT or in --record; '' if it has not finished."""
+        places = [run_dir(name, seed)] + ([kept_dir(name, seed)] if args.record else [])
+        found = [os.path.join(d, "metrics.json") for d in places if os.path.exists(os.path.join(d, "metrics.json"))]
+        return found[0] if found else ""
 
     for seed in [] if args.table_only else args.seeds:
         tok_dirs = {}
@@ -204,21 +208,23 @@ def main(argv=None):
                 return
             if os.path.exists(os.path.join(out, "ckpt.pt")):  # stopped: continue from its last checkpoint
                 print(f"seed {seed}: {name} (resumed) ...", flush=True)
-                return run_train(["--out", out, "--resume"], out + ".log")
-            if os.path.exists(out):
-                shutil.rmtree(out)  # stopped before its first checkpoint: start it again
-            copy_tokenizers(tok_dirs[tuple(tokenizer_flags(flags))], out)
-            print(f"seed {seed}: {name} ...", flush=True)
-            n = steps.get(name, scaled(args.steps))
-            run_train(["--out", out, "--seed", str(seed), "--no-eval-joint", *(["--steps", str(n)] if n else []),
-                       *extra, *flags], out + ".log")
-            finished(name, seed)  # copies it to --record
+                run_train(["--out", out, "--resume"], out + ".log")
+            else:
+                if os.path.exists(out):
+                    shutil.rmtree(out)  # stopped before its first checkpoint: start it again
+                copy_tokenizers(tok_dirs[tuple(tokenizer_flags(flags))], out)
+                print(f"seed {seed}: {name} ...", flush=True)
+                n = steps.get(name, scaled(args.steps))
+                run_train(["--out", out, "--seed", str(seed), "--no-eval-joint", *(["--steps", str(n)] if n else []),
+                           *extra, *flags], out + ".log")
+            keep(name, seed)  # at once, so a sweep stopped later still has it
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             list(pool.map(lambda kv: one(*kv), variants.items()))
     results, missing = {name: {} for name in variants}, []  # {variant: {seed: metrics}}
     for name in variants:
         for seed in args.seeds:
+            keep(name, seed)  # also runs that an earlier sweep without --record finished
             path = finished(name, seed)
             if path:
                 results[name][seed] = json.load(open(path))
