@@ -321,45 +321,54 @@ def paired_table(results: dict, a: str, b: str) -> str:
     return "\n".join(rows + ["| mean ± std [95% CI] (better) | " + " | ".join(summary) + " |"])
 
 
-def bar_chart(results: dict, path: str, keys=("i2t label F1", "t2i label F1", "t2i label acc")):
-    """Grouped bars (mean, with ± std whiskers) for the headline metrics, drawn with PIL (no plotting library)."""
+def bar_colour(name: str, i: int) -> tuple:
+    """One colour per variant; a half-steps row is a light tint of its full-budget twin (same flags), so the two
+    budgets of one variant read as a pair."""
+    palette = [(31, 119, 180), (214, 39, 40), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+    full_rows = [n for n in VARIANTS if n not in HALF_BUDGET]
+    if name in HALF_BUDGET:
+        twin = next(n for n in full_rows if VARIANTS[n] == VARIANTS[name])
+        return tuple(c + (255 - c) // 2 for c in palette[full_rows.index(twin)])
+    return palette[full_rows.index(name) if name in full_rows else i % len(palette)]
+
+
+def bar_chart(results: dict, path: str, keys=("i2t label F1", "METEOR", "t2i label F1")):
+    """Grouped bars (mean over seeds) with a dot per seed, for metrics in [0, 1], drawn with PIL (no plotting
+    library). The dots, not a ± std whisker, because n is 3: the reader sees every seed."""
     cols = [c for c in COLUMNS if c[0] in keys]
     names = list(results)
-    W, H, left, bottom, top = 900, 420, 60, 110, 30
+    W, plot_h, left, top = 900, 280, 60, 30
+    axis_y = top + plot_h  # y of the value 0
+    H = axis_y + 40 + 14 * ((len(names) + 1) // 2)  # two legend columns, every name shown
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    plot_h = H - bottom - top
-    d.line([(left, top), (left, H - bottom), (W - 10, H - bottom)], fill="black")
+    d.line([(left, top), (left, axis_y), (W - 10, axis_y)], fill="black")
     for k in range(0, 11, 2):
-        y = H - bottom - plot_h * k / 10
+        y = axis_y - plot_h * k / 10
         d.line([(left - 4, y), (left, y)], fill="black")
         d.text((left - 30, y - 5), f"{k / 10:.1f}", fill="black", font=font)
-    palette = [(31, 119, 180), (214, 39, 40), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75)]
     group_w = (W - left - 20) / len(cols)
     bar_w = group_w * 0.8 / max(1, len(names))
     for g, (title, mpath, _) in enumerate(cols):
         x0 = left + 10 + g * group_w
-        d.text((x0 + group_w * 0.25, H - bottom + 8), title, fill="black", font=font)
+        d.text((x0 + group_w * 0.35, axis_y + 8), title, fill="black", font=font)
         for i, name in enumerate(names):
             v = np.array([metric(r, mpath) for r in results[name].values()])
-            if np.isnan(v).all():  # no finished run (or no such metric) for this variant yet
+            v = np.clip(v[~np.isnan(v)], 0.0, 1.0)
+            if len(v) == 0:  # no finished run (or no such metric) for this variant yet
                 continue
-            mean, std = float(np.nanmean(v)), float(np.nanstd(v))
             xa = x0 + i * bar_w
-            y = H - bottom - plot_h * max(0.0, min(1.0, mean))
-            d.rectangle([xa, y, xa + bar_w - 2, H - bottom], fill=palette[i % len(palette)])
-            for yy in (mean - std, mean + std):
-                d.line([(xa + bar_w / 2 - 4, H - bottom - plot_h * yy), (xa + bar_w / 2 + 4, H - bottom - plot_h * yy)],
-                       fill="black")
-            d.line([(xa + bar_w / 2, H - bottom - plot_h * (mean - std)), (xa + bar_w / 2, H - bottom - plot_h * (mean + std))],
-                   fill="black")
-    for i, name in enumerate(names):  # legend
-        y = H - bottom + 30 + 14 * i
-        d.rectangle([left, y, left + 10, y + 10], fill=palette[i % len(palette)])
-        d.text((left + 16, y), name, fill="black", font=font)
+            d.rectangle([xa, axis_y - plot_h * float(v.mean()), xa + bar_w - 2, axis_y], fill=bar_colour(name, i))
+            for x in v:  # one dot per seed
+                cx, cy = xa + bar_w / 2 - 1, axis_y - plot_h * float(x)
+                d.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], fill="black")
+    for i, name in enumerate(names):  # legend, two columns
+        x, y = left + (W // 2 - 20) * (i % 2), axis_y + 30 + 14 * (i // 2)
+        d.rectangle([x, y, x + 10, y + 10], fill=bar_colour(name, i))
+        d.text((x + 16, y), f"{name} (n = {len(results[name])})", fill="black", font=font)
     img.save(path)
-
 
 if __name__ == "__main__":
     main()

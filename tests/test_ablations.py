@@ -27,6 +27,17 @@ def test_table_reports_mean_and_population_std_over_seeds(tmp_path):
     assert os.path.getsize(png) > 1000
 
 
+def test_chart_tints_each_half_steps_row_from_its_full_budget_twin_and_shows_every_legend_entry(tmp_path):
+    full, half = ablations.bar_colour("w/o AdaLN (additive time)", 0), ablations.bar_colour("w/o AdaLN (half steps)", 7)
+    assert half == tuple(c + (255 - c) // 2 for c in full)                    # lighter, same hue
+    assert ablations.bar_colour("MeDiM (half steps)", 6) != half              # twins by flags, not by position
+    names = list(ablations.VARIANTS)
+    png = str(tmp_path / "chart.png")
+    ablations.bar_chart({n: {0: _metrics(0.5, 0.5)} for n in names}, png)
+    from PIL import Image
+    assert Image.open(png).height >= 30 + 280 + 40 + 14 * ((len(names) + 1) // 2)  # no legend row cut off
+
+
 def test_variant_without_flags_separator_is_refused(capsys):
     with pytest.raises(SystemExit):
         ablations.main(["--variant", "no-equals-sign", "--out", "/nonexistent"])
