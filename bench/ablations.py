@@ -15,7 +15,7 @@ attention denoises worse". The three time-conditioning rows run again at half th
 their gap grows or shrinks with training. Every variant of one seed reuses that seed's tokenizers (train.py lays them
 out for --text-first), so only the diffusion model and the order of its sequence differ.
 
-The table gives mean ± std over seeds, and below it each row's per-seed paired difference against its baseline
+The table gives mean ± sample std over seeds, and below it each row's per-seed paired difference against its baseline
 (BASELINE: the full model at the same layout and budget; for --variant sweeps the first variant), with the 95%
 t-interval of the mean and a sign count, so "no difference" and "worse" can be told apart. The paper's image columns
 (mFID, mIS) need Inception weights and real images; here FD-oracle, the Fréchet distance in the synthetic data's
@@ -26,7 +26,7 @@ blocks from its pretrained weights against the same architecture, tokenizer (the
 train.py --random-init; the d=128 default (our BPE) stays beside them as a reference row (--no-reference drops it).
 The table then adds the per-seed paired differences pretrained − random with their mean ± std.
 
-Writes OUT/ablations.md (mean ± std over seeds) and OUT/ablations.png (bar chart). The sweep is resumable: finished
+Writes OUT/ablations.md (mean ± sample std over seeds) and OUT/ablations.png (bar chart). The sweep is resumable: finished
 runs (those with a metrics.json) are read back, not rerun, and a run that was stopped continues from its last
 checkpoint (train.py --resume: the same run, bit for bit, on a CPU), so the table can be built over several sittings.
 --table-only rebuilds the table from what is there and names the runs still missing. --record DIR carries a sweep
@@ -264,14 +264,16 @@ def metric(m: dict, path: tuple) -> float:
 
 
 def markdown_table(results: dict) -> str:
-    """results {variant: {seed: metrics}}: one row per variant, mean ± population std over its seeds, and n."""
+    """results {variant: {seed: metrics}}: one row per variant, mean ± sample std over its seeds (n − 1 in the
+    denominator, as the paired differences below; one seed shows its value alone), and n."""
     head = "| variant | n | " + " | ".join(c + (" ↑" if up else " ↓") for c, _, up in COLUMNS) + " |"
     rows = [head, "|---" * (len(COLUMNS) + 2) + "|"]
     for name, runs in results.items():
         cells = []
         for _, path, _ in COLUMNS:
             v = np.array([metric(r, path) for r in runs.values()])
-            cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) and not np.isnan(v).all() else "-")
+            v = v[~np.isnan(v)]
+            cells.append("-" if len(v) == 0 else f"{v[0]:.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}")
         rows.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

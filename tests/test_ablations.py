@@ -15,13 +15,13 @@ def _metrics(i2t, t2i):
     return {"i2t": {"label_f1_macro": i2t, "bleu1": 0.5}, "t2i": {"label_acc": 0.8, "label_f1_macro": t2i, "fd_oracle": 10.0}}
 
 
-def test_table_reports_mean_and_population_std_over_seeds(tmp_path):
+def test_table_reports_mean_and_sample_std_over_seeds(tmp_path):
     results = {"full": {0: _metrics(0.2, 0.4), 1: _metrics(0.4, 0.6)}, "causal": {0: _metrics(0.1, 0.0)}}
     table = ablations.markdown_table(results)
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
-    assert "0.300 ± 0.100" in rows["full"] and "0.500 ± 0.100" in rows["full"]   # i2t F1, t2i F1 (np.std, ddof 0)
+    assert "0.300 ± 0.141" in rows["full"] and "0.500 ± 0.141" in rows["full"]   # i2t F1, t2i F1: 0.1·√2 (ddof 1)
     assert "| full | 2 |" in rows["full"] and "| causal | 1 |" in rows["causal"]   # seeds behind each row
-    assert "0.100 ± 0.000" in rows["causal"] and "| - |" in rows["causal"]          # BLEU-2 missing -> "-"
+    assert "| 0.100 |" in rows["causal"] and "| - |" in rows["causal"]   # one seed: its value, no std; BLEU-2 missing
     png = str(tmp_path / "chart.png")
     ablations.bar_chart(results, png)
     assert os.path.getsize(png) > 1000
@@ -221,4 +221,4 @@ def test_record_keeps_finished_runs_so_a_fresh_machine_reruns_only_the_unfinishe
     json.dump(_metrics(0.9, 0.4), open(record / "a_seed2" / "metrics.json", "w"))
     ablations.main([*argv, "--out", str(tmp_path / "machine3"), "--seeds", "2", "--table-only"])
     table = open(tmp_path / "machine3" / "ablations.md").read()
-    assert "| a | 1 | 0.900 ± 0.000" in table and "b seed 2" in table.split("Missing")[1]
+    assert "| a | 1 | 0.900 |" in table and "b seed 2" in table.split("Missing")[1]
