@@ -26,8 +26,8 @@ blocks from its pretrained weights against the same architecture, tokenizer (the
 train.py --random-init; the d=128 default (our BPE) stays beside them as a reference row (--no-reference drops it).
 The table then adds the per-seed paired differences pretrained − random with their mean ± std.
 
-Writes OUT/ablations.md (mean ± sample std over seeds) and OUT/ablations.png (bar chart). The sweep is resumable: finished
-runs (those with a metrics.json) are read back, not rerun, and a run that was stopped continues from its last
+Writes OUT/ablations.md (mean ± sample std over seeds) and OUT/ablations.png (bar chart). The sweep is resumable:
+finished runs (those with a metrics.json) are read back, not rerun, and a run that was stopped continues from its last
 checkpoint (train.py --resume: the same run, bit for bit, on a CPU), so the table can be built over several sittings.
 --table-only rebuilds the table from what is there and names the runs still missing. --record DIR carries a sweep
 from one machine to the next: each finished run's config.json, log.txt and metrics.json (a few kB) are copied to
@@ -273,7 +273,12 @@ def markdown_table(results: dict) -> str:
         for _, path, _ in COLUMNS:
             v = np.array([metric(r, path) for r in runs.values()])
             v = v[~np.isnan(v)]
-            cells.append("-" if len(v) == 0 else f"{v[0]:.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}")
+            if len(v) == 0:
+                cells.append("-")
+            elif len(v) == 1:
+                cells.append(f"{v[0]:.3f}")
+            else:
+                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}")
         rows.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
