@@ -33,9 +33,10 @@ checkpoint (train.py --resume: the same run, bit for bit, on a CPU), so the tabl
 from one machine to the next: each finished run's config.json, log.txt and metrics.json (a few kB) are copied to
 DIR/RUN, and a run found there counts as finished, so committing DIR keeps the finished runs when OUT (checkpoints,
 caches) is gone. A run trained elsewhere with the same seed and flags, such as `python train.py --seed 0`, joins the
-table when its three files are copied to DIR under the row's name. Run one sweep per OUT at a time
-(two at once may only share OUT when --seeds or --variants keep them on different runs). Runs are evaluated without
-the joint pairs (--no-eval-joint: the table does not read them, and they triple the evaluation's sampling).
+table when its three files are copied to DIR under the row's name. Two sweeps may share OUT when --seeds or
+--variants keep them on different runs (one seed's shared tokenizers are trained by whichever starts first; the
+other waits for them). Runs are evaluated without the joint pairs (--no-eval-joint: the table does not read them,
+and they triple the evaluation's sampling).
 """
 import argparse
 import json
@@ -43,6 +44,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -97,12 +99,30 @@ def tokenizer_flags(flags: list[str]) -> list[str]:
     return []
 
 
+LOCK_POLL_S = 10.0  # how often a sweep waiting for another's tokenizers looks again
+
+
 def make_tokenizers(tok_dir: str, seed: int, flags: list[str]):
-    """A 1-step train.py run that leaves the tokenizers, the token cache and the oracle in tok_dir, once per seed."""
-    if not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
-        print(f"seed {seed}: training the tokenizers once for all variants that share them")
-        run_train(["--out", tok_dir, "--seed", str(seed), *flags, "--steps", "1", "--n-eval", "16", "--sample-steps",
-                   "2", "--no-eval-joint"], tok_dir + ".log")
+    """A 1-step train.py run that leaves the tokenizers, the token cache and the oracle in tok_dir, once per seed.
+    tok_dir.lock (created exclusively) marks a run in progress, so a second sweep on the same OUT and seed (other
+    --variants) waits for it instead of training into the same directory at the same time."""
+    lock, waited = tok_dir + ".lock", False
+    while not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            if not waited:
+                print(f"seed {seed}: waiting for another sweep to finish {tok_dir} (delete {lock} if none is running)")
+            waited = True
+            time.sleep(LOCK_POLL_S)
+            continue
+        try:
+            print(f"seed {seed}: training the tokenizers once for all variants that share them")
+            run_train(["--out", tok_dir, "--seed", str(seed), *flags, "--steps", "1", "--n-eval", "16",
+                       "--sample-steps", "2", "--no-eval-joint"], tok_dir + ".log")
+        finally:
+            os.remove(lock)
+        return
 
 
 def record_run(src: str, dst: str):

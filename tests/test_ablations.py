@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -222,3 +223,25 @@ def test_record_keeps_finished_runs_so_a_fresh_machine_reruns_only_the_unfinishe
     ablations.main([*argv, "--out", str(tmp_path / "machine3"), "--seeds", "2", "--table-only"])
     table = open(tmp_path / "machine3" / "ablations.md").read()
     assert "| a | 1 | 0.900 |" in table and "b seed 2" in table.split("Missing")[1]
+
+
+def test_a_second_sweep_waits_for_the_tokenizers_another_is_training(tmp_path, monkeypatch):
+    tok_dir = str(tmp_path / "tokenizers_seed0")
+    trained = []
+    monkeypatch.setattr(ablations, "run_train", lambda args, log: trained.append(args))
+    monkeypatch.setattr(ablations, "LOCK_POLL_S", 0.05)
+    open(tok_dir + ".lock", "w").close()          # another sweep holds the lock ...
+
+    def other_sweep_finishes():
+        os.makedirs(tok_dir)
+        open(os.path.join(tok_dir, "vqvae.pt"), "w").close()
+        os.remove(tok_dir + ".lock")
+    timer = threading.Timer(0.2, other_sweep_finishes)
+    timer.start()
+    ablations.make_tokenizers(tok_dir, 0, [])     # ... so this one waits, then finds its tokenizers
+    timer.join()
+    assert trained == []
+
+    ablations.make_tokenizers(str(tmp_path / "tokenizers_seed1"), 1, [])   # no lock, no tokenizers: trains them
+    assert len(trained) == 1 and "--seed" in trained[0]
+    assert not os.path.exists(str(tmp_path / "tokenizers_seed1") + ".lock")   # the lock is released
