@@ -104,25 +104,25 @@ LOCK_POLL_S = 10.0  # how often a sweep waiting for another's tokenizers looks a
 
 def make_tokenizers(tok_dir: str, seed: int, flags: list[str]):
     """A 1-step train.py run that leaves the tokenizers, the token cache and the oracle in tok_dir, once per seed.
-    tok_dir.lock (created exclusively) marks a run in progress, so a second sweep on the same OUT and seed (other
-    --variants) waits for it instead of training into the same directory at the same time."""
+    tok_dir.lock (created exclusively) is held while one sweep checks for them and trains them, so a second sweep on
+    the same OUT and seed (other --variants) waits until they are whole (vqvae.pt alone appears before the oracle)."""
     lock, waited = tok_dir + ".lock", False
-    while not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
+    while True:
         try:
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+            break
         except FileExistsError:
             if not waited:
                 print(f"seed {seed}: waiting for another sweep to finish {tok_dir} (delete {lock} if none is running)")
             waited = True
             time.sleep(LOCK_POLL_S)
-            continue
-        try:
+    try:
+        if not os.path.exists(os.path.join(tok_dir, "vqvae.pt")):
             print(f"seed {seed}: training the tokenizers once for all variants that share them")
             run_train(["--out", tok_dir, "--seed", str(seed), *flags, "--steps", "1", "--n-eval", "16",
                        "--sample-steps", "2", "--no-eval-joint"], tok_dir + ".log")
-        finally:
-            os.remove(lock)
-        return
+    finally:
+        os.remove(lock)
 
 
 def record_run(src: str, dst: str):

@@ -3,6 +3,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -232,13 +233,18 @@ def test_a_second_sweep_waits_for_the_tokenizers_another_is_training(tmp_path, m
     monkeypatch.setattr(ablations, "LOCK_POLL_S", 0.05)
     open(tok_dir + ".lock", "w").close()          # another sweep holds the lock ...
 
+    released = threading.Event()
+
     def other_sweep_finishes():
         os.makedirs(tok_dir)
-        open(os.path.join(tok_dir, "vqvae.pt"), "w").close()
+        open(os.path.join(tok_dir, "vqvae.pt"), "w").close()   # written first; the oracle and cache still to come
+        time.sleep(0.2)
+        released.set()
         os.remove(tok_dir + ".lock")
     timer = threading.Timer(0.2, other_sweep_finishes)
     timer.start()
-    ablations.make_tokenizers(tok_dir, 0, [])     # ... so this one waits, then finds its tokenizers
+    ablations.make_tokenizers(tok_dir, 0, [])     # ... so this one waits for the lock, then finds its tokenizers
+    assert released.is_set()                      # it did not go ahead on vqvae.pt alone
     timer.join()
     assert trained == []
 
