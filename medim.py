@@ -55,6 +55,8 @@ class MeDiMConfig:
     time_freq_dim: int = 256      # sinusoid features of the noise level (DiT; MeDiM §2.2)
     abs_pos: bool = False         # a learned absolute position embedding added to the tokens, on top of RoPE (not in
                                   # the paper): tells each image token where it sits in the 2-D grid (see MeDiM.forward)
+    next_token_readout: bool = False  # token i's logits from position i-1's state, where an autoregressive LLM's
+                                  # head names it (Dream's and DiffuLLaMA's shift, MeDiM.forward); False: its own
     attn_impl: str = 'sdpa'       # 'sdpa' (fused kernel) | 'manual' (the same math written out; slower, for reading)
     init_std: float = 0.02        # N(0, init_std) for fresh weights (GPT-2 / DiT)
 
@@ -234,8 +236,8 @@ class Block(nn.Module):
 
 class MeDiM(nn.Module):
     """The denoiser: ids x_t (B, T) and time t (B,) -> logits (B, T, V) over the clean tokens, read at each token's own
-    position (no AR shift, unlike the official code: docs/paper-notes.md "From an autoregressive LLM to a
-    diffusion model")."""
+    position by default, or one position earlier with cfg.next_token_readout (docs/paper-notes.md "From an
+    autoregressive LLM to a diffusion model")."""
 
     def __init__(self, cfg: MeDiMConfig):
         super().__init__()
@@ -325,6 +327,11 @@ class MeDiM(nn.Module):
         for block in self.model.layers:
             h = block(h, c, cos, sin, attn_mask, is_causal)
         h = self.model.norm(h)                                               # (B, T, D)
+        if cfg.next_token_readout:
+            # An autoregressive LLM's head at position i-1 names token i: read token i there, so a whole loaded LLM
+            # starts with its own read-out (docs/experiments.md "Where to read a loaded LLM's logits"). Position 0
+            # (a tag, never a target) keeps its own state so the shapes stay (B, T, D).
+            h = torch.cat([h[:, :1], h[:, :-1]], dim=1)                      # (B, T, D): row i is state i-1
         if logits_at is not None:
             h = h.flatten(0, 1).index_select(0, logits_at)                   # (M, D)
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
@@ -836,7 +843,7 @@ def grow_vocab(w, new_rows, generator):
 
 @torch.no_grad()
 def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln', causal=False, seq_len=2048,
-                    mask_id=-1, seed=0, abs_pos=False, text_rows=None, random_init=False):
+                    mask_id=-1, seed=0, abs_pos=False, text_rows=None, random_init=False, next_token_readout=False):
     """A MeDiM from an HF LlamaForCausalLM / Qwen2ForCausalLM / GemmaForCausalLM (Liquid) directory: config.json and
     *.safetensors (one file, or shards + model.safetensors.index.json; F32, BF16 or F16). n_layers: keep the first
     n_layers blocks (MeDiM keeps 10 of Liquid's 28, docs/paper-notes.md "Backbone"). new_vocab_size: room for
@@ -846,7 +853,8 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
     moves it; so does abs_pos's position embedding, which starts at zero.
     text_rows: a trimmed text vocabulary (tokenizer.trim_text_rows): row i of the embedding (and of an untied lm_head)
     is the LLM's row text_rows[i], and grow_vocab adds the rows after them. random_init: the same architecture with
-    MeDiM's fresh init, no weights read (MeDiM Tab. 4 "w/o pretrained MLLM weight")."""
+    MeDiM's fresh init, no weights read (MeDiM Tab. 4 "w/o pretrained MLLM weight"). next_token_readout: read token i
+    at position i-1, where the LLM's head predicts it (MeDiMConfig.next_token_readout)."""
     cfg_path = os.path.join(hf_dir, 'config.json')
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found (an HF model directory has config.json + *.safetensors)")
@@ -862,7 +870,8 @@ def from_pretrained(hf_dir, n_layers=None, new_vocab_size=None, time_cond='adaln
             raise ValueError(f"from_pretrained: text_rows must lie in [0, {hf_vocab}) ({cfg_path} vocab_size), got "
                              + (f"{text_rows.min()}..{text_rows.max()}" if len(text_rows) else "none"))
     cfg = MeDiMConfig(**arch, n_layers=n_layers, vocab_size=new_vocab_size or hf_vocab, seq_len=seq_len,
-                      mask_id=mask_id, causal=causal, time_cond=time_cond, abs_pos=abs_pos)
+                      mask_id=mask_id, causal=causal, time_cond=time_cond, abs_pos=abs_pos,
+                      next_token_readout=next_token_readout)
     model = MeDiM(cfg)
     if random_init:
         return model

@@ -85,6 +85,7 @@ class TrainConfig:
     time_cond: str = "adaln"       # adaln | add | none  (the paper's "w/o AdaLN" and "w/o timestep embedding" ablations)
     abs_pos: bool = True           # learned absolute positions on top of RoPE (medim.MeDiMConfig.abs_pos)
     codebook_embed: bool = True    # image-code embeddings start as a random projection of the VQ-VAE codebook
+    next_token_readout: bool = False  # token i read at position i-1, where a pretrained LLM's head predicts it
     # optimisation
     steps: int = 4400              # the default run: ~15 minutes whole pipeline on an idle 2-core CPU (docs/experiments.md)
     batch_size: int = 32
@@ -340,7 +341,8 @@ def build_model(cfg: TrainConfig, vocab, log, codebook=None, llm_dir=None, text_
             model = medim.from_pretrained(llm_dir, n_layers=cfg.n_layers or None, new_vocab_size=vocab.size,
                                           time_cond=cfg.time_cond, causal=cfg.causal, seq_len=vocab.seq_len,
                                           mask_id=vocab.mask_id, seed=cfg.seed, abs_pos=cfg.abs_pos,
-                                          text_rows=text_rows, random_init=cfg.random_init or not weights)
+                                          text_rows=text_rows, random_init=cfg.random_init or not weights,
+                                          next_token_readout=cfg.next_token_readout)
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: --init-from {cfg.init_from} ({llm_dir}): {e}")
         what = "initialised from" if weights and not cfg.random_init else "the architecture of"
@@ -349,7 +351,7 @@ def build_model(cfg: TrainConfig, vocab, log, codebook=None, llm_dir=None, text_
         model = MeDiM(MeDiMConfig(vocab_size=vocab.size, seq_len=vocab.seq_len, mask_id=vocab.mask_id,
                                   d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads,
                                   d_ff=_ffn_width(cfg.d_model), causal=cfg.causal, time_cond=cfg.time_cond,
-                                  abs_pos=cfg.abs_pos))
+                                  abs_pos=cfg.abs_pos, next_token_readout=cfg.next_token_readout))
     if cfg.codebook_embed and codebook is not None:
         init_image_embeddings(model, codebook, vocab.image_offset, cfg.seed)
     return model

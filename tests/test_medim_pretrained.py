@@ -58,6 +58,20 @@ def test_causal_no_time_model_matches_transformers_logits(checkpoints, family):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_next_token_readout_reads_each_token_where_the_llm_predicts_it(checkpoints, family):
+    """Position i's logits are the LLM's logits at i-1 (its prediction of token i), also when only some are asked."""
+    hf, path = checkpoints[family]
+    ours = medim.from_pretrained(path, causal=True, time_cond="none", seq_len=64, next_token_readout=True).eval()
+    x = tokens()
+    with torch.no_grad():
+        full, ref = ours(x), hf(x).logits
+        picked = ours(x, logits_at=torch.tensor([1, 5, 24 + 3, 24 + 23]))  # flat indices into (B, T)
+    assert (full[:, 1:] - ref[:, :-1]).abs().max() <= 1e-4
+    assert (full[:, 1:] - ref[:, 1:]).abs().max() > 1e-2  # not the own-position read-out
+    assert torch.equal(picked, full.flatten(0, 1)[[1, 5, 27, 47]])
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_stored_weights_load_exactly(tmp_path, family, dtype):
     hf = hf_model(family, seed=1).to(dtype)

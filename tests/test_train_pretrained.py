@@ -278,3 +278,11 @@ def test_tokenizers_of_another_kind_in_the_run_directory_are_refused(llm_run, tm
         shutil.copy(os.path.join(llm_run, f), out / f)
     _, _, msg = cli_error(train.main, [*TINY, "--steps", "1", "--skip-eval", "--out", str(out)], capsys)
     assert "not a BPE of its own" in msg and "Traceback" not in msg
+
+
+def test_llm_readout_bench_scores_every_depth_attention_and_read_out(llm, llm_run):
+    import llm_readout
+    table = llm_readout.main(["--run", llm_run, "--layers", "1", "2", "--n", "4", "--threads", "1"])
+    assert set(table) == {(n, c, s) for n in (1, 2) for c in (True, False) for s in (False, True)}
+    assert all(len(ces) == 3 and all(0 < ce < 50 for ce in ces) for ces in table.values())
+    assert table[2, True, False][0] != table[2, True, True][0]  # the two read-outs score different states
