@@ -288,11 +288,13 @@ class MeDiM(nn.Module):
         if cfg.abs_pos:  # additive, so zero is an identity start that still gets gradient
             nn.init.zeros_(self.model.pos_embed.weight)
 
-    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None, columns=None):
         """x (B, T) long; t (B,) float time in [0, 1] (unused with time_cond='none'); key_padding_mask optional bool
         (B, T), True = a padding key nobody attends to (PyTorch's convention); logits_at optional bool (B, T) or long (M,)
         flat indices: logits only there, (M, V) row-major (the loss needs them at masked tokens only: up to half the
-        lm_head and the logits memory saved, which matters with an LLM's vocabulary). Returns float32 logits."""
+        lm_head and the logits memory saved, which matters with an LLM's vocabulary). columns optional
+        {segment: ((M_s,) rows of those M, (V_s,) ids)}: then {segment: (M_s, V_s)}, each row's logits at its ids alone
+        (the loss: image rows need only the codebook's columns). Returns float32 logits."""
         cfg = self.cfg
         B, T = x.shape
         if T > cfg.seq_len:
@@ -335,7 +337,12 @@ class MeDiM(nn.Module):
         if logits_at is not None:
             h = h.flatten(0, 1).index_select(0, logits_at)                   # (M, D)
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(h, weight).float()                                   # (B, T, V) or (M, V)
+        if columns is None:
+            return F.linear(h, weight).float()                               # (B, T, V) or (M, V)
+        # each row's logits over its segment's ids alone (SUBS rule 3 before the head, not after): image rows need
+        # 512 columns, not the whole vocabulary, and no (M, V) tensor is made, gathered from, or back-propagated
+        return {s: F.linear(h.index_select(0, r), weight.index_select(0, ids)).float()    # (M_s, V_s)
+                for s, (r, ids) in columns.items()}
 
 # ----------------------------------------------------------------------------------------------------------------------
 #### Masked diffusion (MDLM SUBS): t, the forward process, the SUBS parameterisation, the loss
@@ -396,13 +403,17 @@ def subs_logprobs(logits, rows, vocab):
     So at a masked position SUBS is the softmax over its segment's legal ids alone, computed on those columns only:
     no exp(-inf) (a slow path on CPU), no work for ids a slot may never use.
     logits (M, V) at M masked positions; rows {segment: (M_s,)} from segment_rows; vocab {segment: (V_s,)} from
-    segment_vocab. Returns {segment: (M_s, V_s) float32 log p}, column j being the id vocab[segment][j]."""
-    return {s: logits[r[:, None], vocab[s]].float().log_softmax(-1) for s, r in rows.items()}
+    segment_vocab; or logits already {segment: (M_s, V_s)} on those columns (MeDiM.forward(columns=...)).
+    Returns {segment: (M_s, V_s) float32 log p}, column j being the id vocab[segment][j]."""
+    if not isinstance(logits, dict):
+        logits = {s: logits[r[:, None], vocab[s]] for s, r in rows.items()}                # (M_s, V_s)
+    return {s: l.float().log_softmax(-1) for s, l in logits.items()}
 
 
 def subs_logprob_of(logits, rows, vocab, ids):
-    """log p (M,) float32 of the ids (M,) at the M masked positions of logits (M, V), under subs_logprobs."""
-    out = torch.zeros(len(ids), device=logits.device)
+    """log p (M,) float32 of the ids (M,) at the M masked positions of logits (M, V) or {s: (M_s, V_s)}, under
+    subs_logprobs."""
+    out = torch.zeros(len(ids), device=ids.device)
     for s, logp in subs_logprobs(logits, rows, vocab).items():                          # (M_s, V_s)
         column = torch.searchsorted(vocab[s], ids[rows[s]])                              # (M_s,) the ids' columns
         out[rows[s]] = logp.gather(1, column[:, None]).squeeze(1)
@@ -455,7 +466,7 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     x0_m, vocab = x0[masked], segment_vocab(legal, cfg.mask_id)
     # 2. denoise: logits only where there is something to predict
     t_in = masked.sum(1) / diffused.sum(1).clamp(min=1)                                # (B,)
-    logits = model(xt, t_in, logits_at=masked)                                         # (M, V)
+    logits = model(xt, t_in, logits_at=masked, columns={s: (r, vocab[s]) for s, r in rows.items()})  # {s: (M_s, V_s)}
     # 3. -log p_theta(x0 | xt) at the masked tokens (unmasked ones carry over: log p = 0, nothing to learn)
     nll = -subs_logprob_of(logits, rows, vocab, x0_m)                                  # (M,)
     total = {s: (nll[r] * weight[r]).sum() for s, r in rows.items()}  # modality -> sum of weight x CE

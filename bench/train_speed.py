@@ -10,7 +10,10 @@ side by side in ONE run, interleaved (round r runs every model once, in an order
 spike from another process hits all of them alike; each time is the median over the rounds:
   hf           LlamaForCausalLM, causal, plain next-token cross-entropy (the reference)
   ours-llama   MeDiM with causal=True, time_cond='none' and the same plain cross-entropy: like for like with hf
-  ours-train   MeDiM as it trains: bidirectional, time_cond='adaln', medim.diffusion_loss (logits only at masked tokens)
+  ours-train   MeDiM as it trains: bidirectional, time_cond='adaln', medim.diffusion_loss (logits only at masked tokens,
+               each over its own segment's ids)
+  ours-fullhead  (only with --models) ours-train with every masked row's logits over the whole vocabulary, gathered to
+               its segment's ids afterwards: what the per-segment head saves
 The ratio is hf time / our time (>= 1.0: we are not slower). MFU is model FLOPs per second over the peak of a large
 matmul timed in the same rounds (PaLM App. B / nanoGPT estimate_mfu): 6 N per token for the
 per-token parameters N (blocks + lm_head; the embedding lookup is no matmul) + 12 L H Q T for attention, plus
@@ -143,7 +146,8 @@ def step_flops(model, cfg, B, T, logit_rows):
 # Named shapes; their fields are defaults, so --n-layers etc. still override them. smollm2: SmolLM2-135M's block shape
 # (what --init-from smollm2 trains) with 4 of its 30 layers and its whole vocabulary plus specials and 512 image codes
 # (49152 + 7 + 512), at a batch that keeps the run to about a minute on 2 cores.
-SHAPES = {"smollm2": dict(d_model=576, n_layers=4, n_heads=9, n_kv_heads=3, d_ff=1536, tie=True, vocab=49671, batch=4)}
+SHAPES = {"smollm2": dict(d_model=576, n_layers=4, n_heads=9, n_kv_heads=3, d_ff=1536, tie=True, vocab=49671, batch=4),
+          "default": dict(d_model=128, n_layers=4, n_heads=4, vocab=2520, seq_len=131, image_tokens=64, batch=32)}
 
 
 def parse_args(argv=None):
@@ -183,9 +187,9 @@ def parse_args(argv=None):
     if not 1 <= args.image_tokens <= args.seq_len - 4:
         p.error(f"--image-tokens {args.image_tokens} must leave >= 1 text slot in --seq-len {args.seq_len} "
                 f"(3 fixed tokens)")
-    unknown = set(args.models.split(",")) - {"hf", "ours-llama", "ours-train"}
+    unknown = set(args.models.split(",")) - set(LABELS)
     if unknown:
-        p.error(f"--models: unknown {sorted(unknown)} (choose from hf, ours-llama, ours-train)")
+        p.error(f"--models: unknown {sorted(unknown)} (choose from {', '.join(LABELS)})")
     return args
 
 
@@ -238,7 +242,8 @@ def make_step(name, model, x0, layout, args):
         if name == "ours-llama":
             return next_token_ce(forward(x0), x0)
         noise.manual_seed(args.seed)  # the same t and masks every step, so every step does the same work
-        return medim.diffusion_loss(forward, x0, seg, legal, generator=noise)[0]
+        return medim.diffusion_loss(full_head(forward) if name == "ours-fullhead" else forward, x0, seg, legal,
+                                    generator=noise)[0]
 
     def step():
         with autocast:
@@ -248,20 +253,35 @@ def make_step(name, model, x0, layout, args):
         opt.zero_grad(set_to_none=True)
         return loss
 
-    rows = masked_rows(model, x0, seg, legal, args.seed) if name == "ours-train" else x0.numel()
+    rows = masked_rows(model, x0, seg, legal, args.seed, name == "ours-fullhead") \
+        if name in ("ours-train", "ours-fullhead") else x0.numel()
     return step, rows
 
 
-def masked_rows(model, x0, seg, legal, seed):
-    """How many lm_head rows diffusion_loss computes for this batch and seed: count them by wrapping the forward."""
+def full_head(model):
+    """The model with the loss's per-segment head undone: the (M, V) logits over every id, then the columns picked."""
+    def forward(x, t, logits_at=None, columns=None, **kw):
+        logits = model(x, t, logits_at=logits_at, **kw)                                    # (M, V)
+        return logits if columns is None else {s: logits[r[:, None], ids] for s, (r, ids) in columns.items()}
+
+    forward.cfg = model.cfg
+    return forward
+
+
+def masked_rows(model, x0, seg, legal, seed, whole_vocab=False):
+    """How many full-vocabulary lm_head rows diffusion_loss's head work equals for this batch and seed (a row over
+    V_s of the V ids counts V_s / V; whole_vocab: every row over all V, as full_head): count them by wrapping the
+    forward."""
     seen = {}
 
-    def spy(x, t, logits_at=None, **kw):
-        if logits_at is None:
+    def spy(x, t, logits_at=None, columns=None, **kw):
+        if columns is not None and not whole_vocab:
+            seen["rows"] = sum(len(r) * len(ids) for r, ids in columns.values()) / model.cfg.vocab_size
+        elif logits_at is None:
             seen["rows"] = x.numel()
         else:  # a bool (B, T) mask or long (M,) indices, both accepted by MeDiM.forward
             seen["rows"] = int(logits_at.sum()) if logits_at.dtype == torch.bool else logits_at.numel()
-        return model(x, t, logits_at=logits_at, **kw)
+        return model(x, t, logits_at=logits_at, columns=columns, **kw)
 
     spy.cfg = model.cfg
     with torch.no_grad():
@@ -271,7 +291,8 @@ def masked_rows(model, x0, seg, legal, seed):
 
 LABELS = {"hf": "HF LlamaForCausalLM: causal, next-token CE",
           "ours-llama": "MeDiM like-for-like: causal, time_cond=none, CE",
-          "ours-train": "MeDiM as trained: bidirectional, AdaLN, diffusion loss"}
+          "ours-train": "MeDiM as trained: bidirectional, AdaLN, diffusion loss",
+          "ours-fullhead": "the same, every masked row's logits over all V ids"}
 
 
 def profile_steps(steps, device, top=12):

@@ -9,6 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import data_speed  # noqa: E402
+import medim  # noqa: E402
 import learning_curve  # noqa: E402
 import sample_speed  # noqa: E402
 import train_speed  # noqa: E402
@@ -26,6 +27,19 @@ def test_train_speed_times_all_three_models_side_by_side():
         assert math.isnan(m["ratio"]) if name == "hf" else m["ratio"] > 0
     # same shape, same tokens: the like-for-like models do exactly the same model FLOPs
     assert out["models"]["hf"]["gflop"] == out["models"]["ours-llama"]["gflop"]
+
+
+def test_the_per_segment_head_does_less_head_work_for_the_same_loss():
+    args = TINY + ["--seq-len", "12", "--image-tokens", "4", "--batch", "2", "--vocab", "300", "--codebook", "64"]
+    layout = train_speed.Layout(300, 4, 12 - 4 - 3, 64)
+    x0 = layout.random_batch(2, torch.Generator().manual_seed(0))
+    model = train_speed.build_models(train_speed.parse_args(args + ["--models", "ours-train"]), layout)["ours-train"]
+    seg, legal = layout.segment_ids, layout.legal
+    ours, full = (train_speed.masked_rows(model, x0, seg, legal, 0, whole) for whole in (False, True))
+    assert 0 < ours < full                                          # image rows cost 64 / 300 of a full row
+    losses = [medim.diffusion_loss(m, x0, seg, legal, generator=torch.Generator().manual_seed(0))[0]
+              for m in (model, train_speed.full_head(model))]
+    assert torch.allclose(*losses, atol=1e-6)
 
 
 def test_flop_count_matches_a_hand_count_and_puts_adaln_per_sample():

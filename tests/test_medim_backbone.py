@@ -182,6 +182,22 @@ def test_logits_at_returns_only_the_selected_rows():
         assert torch.equal(model(x, t, logits_at=rows), model(x, t, logits_at=sel))
 
 
+def test_columns_give_each_segments_rows_their_own_ids_only():
+    """forward(columns=...) is the full logits at those rows and ids, without the (M, V) tensor (the loss's path)."""
+    model, lay = make()
+    x = lay.random_batch(2, torch.Generator().manual_seed(0))
+    t, sel = torch.rand(2), torch.rand(x.shape) < 0.5
+    rows = medim.segment_rows(lay.segment_ids.expand_as(x)[sel])
+    vocab = medim.segment_vocab(lay.legal, lay.mask_id)
+    with torch.no_grad():
+        full = model(x, t, logits_at=sel)                                                   # (M, V)
+        got = model(x, t, logits_at=sel, columns={s: (r, vocab[s]) for s, r in rows.items()})
+    assert set(got) == {medim.IMAGE, medim.TEXT}
+    for s, r in rows.items():
+        assert got[s].shape == (len(r), len(vocab[s])) and len(vocab[s]) < lay.V
+        assert torch.allclose(got[s], full[r][:, vocab[s]], atol=1e-5)
+
+
 def test_tied_head_reuses_the_embedding():
     model, _ = make(dict(tie_embeddings=True))
     assert model.lm_head is None and "lm_head.weight" not in model.state_dict()

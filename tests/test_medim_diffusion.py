@@ -18,9 +18,10 @@ class FixedLogits(torch.nn.Module):
         super().__init__()
         self.logits, self.cfg, self.seen = logits, cfg, []
 
-    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None, columns=None):
         self.seen.append((x.clone(), t.clone()))
-        return self.logits[logits_at] if logits_at is not None else self.logits
+        out = self.logits[logits_at] if logits_at is not None else self.logits
+        return out if columns is None else {s: out[r][:, ids] for s, (r, ids) in columns.items()}
 
 
 def test_schedule_is_log_linear():
