@@ -20,7 +20,6 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for train_speed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
@@ -36,14 +35,14 @@ def text_ce(model, x0, vocab, share, seed=0):
     """Mean CE of the report's tokens (ids < n_text) with `share` of them masked (0: none masked, all scored)."""
     report = (vocab.segment_ids.to(x0.device) == medim.TEXT) & (x0 < vocab.n_text)                 # (B, T)
     drawn = torch.rand(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0.device) < share
-    scored = report & drawn if share > 0 else report
-    x = x0.masked_fill(scored if share > 0 else torch.zeros_like(report), vocab.mask_id)
+    masked = report & drawn                                                           # (B, T), none at share 0
+    scored = masked if share > 0 else report
     t = torch.full((len(x0),), max(share, 1e-3), device=x0.device)
     with torch.no_grad():
-        logits = model(x, t, logits_at=scored).float()                                # (M, V)
-    legal = vocab.legal[medim.TEXT].to(x0.device).clone()
-    legal[vocab.mask_id] = False
-    return F.cross_entropy(logits.masked_fill(~legal, float("-inf")), x0[scored]).item()
+        logits = model(x0.masked_fill(masked, vocab.mask_id), t, logits_at=scored)    # (M, V)
+    rows = {medim.TEXT: torch.arange(len(logits), device=x0.device)}                  # every scored row is text
+    text_vocab = {medim.TEXT: medim.segment_vocab(vocab.legal, vocab.mask_id)[medim.TEXT].to(x0.device)}
+    return -medim.subs_logprob_of(logits, rows, text_vocab, x0[scored]).mean().item()
 
 
 def main(argv=None):

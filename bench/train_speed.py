@@ -259,10 +259,10 @@ def make_step(name, model, x0, layout, args):
 
 
 def full_head(model):
-    """The model with the loss's per-segment head undone: the (M, V) logits over every id, then the columns picked."""
+    """The model with the loss's per-segment head undone: it ignores columns and returns the (M, V) logits over every
+    id, from which medim.subs_logprobs then picks each segment's columns."""
     def forward(x, t, logits_at=None, columns=None, **kw):
-        logits = model(x, t, logits_at=logits_at, **kw)                                    # (M, V)
-        return logits if columns is None else {s: logits[r[:, None], ids] for s, (r, ids) in columns.items()}
+        return model(x, t, logits_at=logits_at, **kw)                                      # (M, V)
 
     forward.cfg = model.cfg
     return forward
@@ -270,12 +270,12 @@ def full_head(model):
 
 def masked_rows(model, x0, seg, legal, seed, whole_vocab=False):
     """How many full-vocabulary lm_head rows diffusion_loss's head work equals for this batch and seed (a row over
-    V_s of the V ids counts V_s / V; whole_vocab: every row over all V, as full_head): count them by wrapping the
+    V_s of the V ids counts V_s / V; whole_vocab: the loss runs through full_head): count them by wrapping the
     forward."""
     seen = {}
 
     def spy(x, t, logits_at=None, columns=None, **kw):
-        if columns is not None and not whole_vocab:
+        if columns is not None:
             seen["rows"] = sum(len(r) * len(ids) for r, ids in columns.values()) / model.cfg.vocab_size
         elif logits_at is None:
             seen["rows"] = x.numel()
@@ -285,7 +285,8 @@ def masked_rows(model, x0, seg, legal, seed, whole_vocab=False):
 
     spy.cfg = model.cfg
     with torch.no_grad():
-        medim.diffusion_loss(spy, x0, seg, legal, generator=torch.Generator(device=x0.device).manual_seed(seed))
+        medim.diffusion_loss(full_head(spy) if whole_vocab else spy, x0, seg, legal,
+                             generator=torch.Generator(device=x0.device).manual_seed(seed))
     return seen["rows"]
 
 
