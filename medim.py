@@ -394,6 +394,12 @@ def segment_rows(seg_m):
     return {s: (seg_m == s).nonzero().squeeze(1) for s in (IMAGE, TEXT)}
 
 
+def at_columns(logits, columns):
+    """{segment: (M_s, V_s)}: what MeDiM.forward(columns=...) computes, cut from logits (M, V) over every id; columns
+    {segment: ((M_s,) rows, (V_s,) ids)}."""
+    return {s: logits[r[:, None], ids] for s, (r, ids) in columns.items()}
+
+
 def subs_logprobs(logits, rows, vocab):
     """SUBS parameterisation (MDLM §3.2, diffusion.py _subs_parameterization) with MeDiM's per-segment vocabulary
     (docs/paper-notes.md "Vocabulary and sequence"), where the loss and the sampler need it: at the masked positions.
@@ -406,7 +412,7 @@ def subs_logprobs(logits, rows, vocab):
     segment_vocab; or logits already {segment: (M_s, V_s)} on those columns (MeDiM.forward(columns=...)).
     Returns {segment: (M_s, V_s) float32 log p}, column j being the id vocab[segment][j]."""
     if not isinstance(logits, dict):
-        logits = {s: logits[r[:, None], vocab[s]] for s, r in rows.items()}                # (M_s, V_s)
+        logits = at_columns(logits, {s: (r, vocab[s]) for s, r in rows.items()})          # {s: (M_s, V_s)}
     return {s: l.float().log_softmax(-1) for s, l in logits.items()}
 
 
@@ -591,14 +597,24 @@ def top_n_per_row(score, n):
     return rank < n[:, None]
 
 
-def guided_logits(model, x, t, x_uncond, t_uncond, w, logits_at=None):
+def guided_logits(model, x, t, x_uncond, t_uncond, w, logits_at=None, columns=None):
     """Classifier-free guidance (1 + w) c - w u, with the conditional and unconditional rows in ONE batched forward
     (DiT forward_with_cfg, LLaDA). x, x_uncond (B, T); t, t_uncond (B,); w (B, T) the weight at each position;
-    logits_at optional bool (B, T). Returns (B, T, V), or (M, V) at the logits_at positions."""
+    logits_at optional bool (B, T); columns optional, as in MeDiM.forward, over the M logits_at positions of x.
+    Returns (B, T, V), (M, V) at the logits_at positions, or with columns {segment: (M_s, V_s)}."""
     at = None if logits_at is None else torch.cat([logits_at, logits_at])             # same positions in both halves
-    c, u = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond]), logits_at=at).chunk(2)  # (B, T, V) or (M, V)
     w = w[..., None] if logits_at is None else w[logits_at][:, None]                  # (B, T, 1) or (M, 1)
-    return (1 + w) * c - w * u
+    if columns is None:
+        c, u = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond]), logits_at=at).chunk(2)  # (B, T, V) or (M, V)
+        return (1 + w) * c - w * u
+    M = len(w)  # the unconditional half's M positions come after the conditional half's, row-major
+    both = {s: (torch.cat([r, r + M]), ids) for s, (r, ids) in columns.items()}
+    out = model(torch.cat([x, x_uncond]), torch.cat([t, t_uncond]), logits_at=at, columns=both)
+    guided = {}
+    for s, (r, _) in columns.items():
+        c, u = out[s].chunk(2)                                                        # (M_s, V_s) each
+        guided[s] = (1 + w[r]) * c - w[r] * u
+    return guided
 
 
 def choose_reveals(candidates, n, score=None, sure=None):
@@ -690,16 +706,18 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
         x, masked, seg_, cond_, todo_, scale_ = (a[live] for a in (x, masked, seg, cond, todo, scale_at))
         t = (x == mask_id).sum(1) / n_diffused[live]                                      # (B',) masked share
         rows = segment_rows(seg_[masked])                                                 # segment -> (M_s,)
+        columns = {s: (r, vocab[s]) for s, r in rows.items()}  # as in the loss: image slots need 512 columns, not V
         if not use_cfg:
-            logits = model(x, t, logits_at=masked)                                        # (M, V)
+            logits = model(x, t, logits_at=masked, columns=columns)                      # {s: (M_s, V_s)}
         else:
             x_u = torch.where(cond_, mask_id, x)
             t_u = (x_u == mask_id).sum(1) / n_diffused[live]
             remaining = (masked & todo_).sum(1) / todo_.sum(1).clamp(min=1)              # 1 at the start, 0 at the end
             w = (1 - remaining)[:, None] * scale_                                         # (B', T)
-            logits = guided_logits(model, x, t, x_u, t_u, w, logits_at=masked)            # (M, V)
-        drawn = torch.zeros(len(logits), dtype=torch.long, device=x.device)
-        logp_drawn = torch.zeros(len(logits), dtype=torch.float64, device=x.device)
+            logits = guided_logits(model, x, t, x_u, t_u, w, logits_at=masked, columns=columns)  # {s: (M_s, V_s)}
+        M = sum(len(r) for r in rows.values())
+        drawn = torch.zeros(M, dtype=torch.long, device=x.device)
+        logp_drawn = torch.zeros(M, dtype=torch.float64, device=x.device)
         for s, logp in subs_logprobs(logits, rows, vocab).items():                        # (M_s, V_s)
             k = draw_tokens(logp, token_temperature, generator)                           # (M_s,) columns
             drawn[rows[s]], logp_drawn[rows[s]] = vocab[s][k], logp.gather(1, k[:, None]).squeeze(1).double()
@@ -748,9 +766,11 @@ def given_logprob(model, x, segment_ids, legal, at):
     B, T = x.shape
     seg = segment_ids.to(x.device).expand(B, T)                                           # (B, T)
     t = at.sum(1) / (seg > 0).sum(1).clamp(min=1)                                         # (B,) masked share
-    logits = model(x.masked_fill(at, mask_id), t, logits_at=at)                           # (M, V) row-major
     vocab = segment_vocab(legal.to(x.device), mask_id)
-    per_slot = subs_logprob_of(logits, segment_rows(seg[at]), vocab, x[at])                # (M,) log p of x there
+    rows = segment_rows(seg[at])                                                          # segment -> (M_s,)
+    logits = model(x.masked_fill(at, mask_id), t, logits_at=at,
+                   columns={s: (r, vocab[s]) for s, r in rows.items()})                   # {s: (M_s, V_s)}
+    per_slot = subs_logprob_of(logits, rows, vocab, x[at])                                # (M,) log p of x there
     return torch.zeros(B, device=x.device).index_add_(0, at.nonzero()[:, 0], per_slot)   # (B,)
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # bench/, for train_speed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for medim.py
 import medim  # noqa: E402
-from train_speed import Layout, load_average, set_threads, synchronize  # noqa: E402
+from train_speed import Layout, full_head, load_average, set_threads, synchronize  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = all cores this process may use")
     p.add_argument("--repeats", type=int, default=3, help="timed sample() calls per setting (and 3x as many forwards)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full-head", action="store_true",
+                   help="also time sample() with every masked slot's logits over all V ids (train_speed.full_head), "
+                        "as it was before the per-segment head, interleaved with the timed calls")
     args = p.parse_args(argv)
     args.d_ff = args.d_ff or 64 * math.ceil(8 * args.d_model / 3 / 64)
     args.cfg_scale = [float(c) for c in args.cfg_scale.split(",")]
@@ -81,15 +84,16 @@ class CountingModel(torch.nn.Module):
 
 
 def time_setting(model, layout, task, cfg_scale, args, autocast):
-    """(median sample() seconds, n_forwards, median forward seconds at the same batch) for one task and CFG scale."""
+    """(median sample() seconds, n_forwards, median forward seconds at the same batch, median sample() seconds with
+    the full-vocabulary head or None) for one task and CFG scale."""
     x = prompts(layout, task, args.batch, torch.Generator().manual_seed(args.seed)).to(args.device)  # (B, T)
     seg, legal = layout.segment_ids.to(args.device), layout.legal.to(args.device)
 
-    def run_sample():
+    def run_sample(denoiser=None):
         with autocast:
             sampler = medim.SamplerConfig(sample_steps=args.steps, text_steps=args.steps, cfg_scale=cfg_scale,
                                           i2t_cfg_scale=cfg_scale, temperature=1.0, token_temperature=1.0)
-            return medim.sample(counting, x, seg, legal, sampler,
+            return medim.sample(denoiser or counting, x, seg, legal, sampler,
                                 generator=torch.Generator(device=args.device).manual_seed(args.seed))
 
     rows = torch.cat([x, x]) if cfg_scale else x  # (B or 2B, T): what one guided forward sees
@@ -103,11 +107,15 @@ def time_setting(model, layout, task, cfg_scale, args, autocast):
     counting = CountingModel(model)
     run_sample()  # untimed: warms up and counts the forwards
     n_forwards = counting.calls
-    sample_times, forward_times = [], []
-    for _ in range(args.repeats):  # interleaved: one sample, then three single forwards
+    whole_vocab = full_head(model)
+    sample_times, forward_times, full_head_times = [], [], []
+    for _ in range(args.repeats):  # interleaved: one sample, three single forwards, one full-head sample
         sample_times.append(timed(run_sample, args.device))
         forward_times += [timed(run_forward, args.device) for _ in range(3)]
-    return statistics.median(sample_times), n_forwards, statistics.median(forward_times)
+        if args.full_head:
+            full_head_times.append(timed(lambda: run_sample(whole_vocab), args.device))
+    full = statistics.median(full_head_times) if args.full_head else None
+    return statistics.median(sample_times), n_forwards, statistics.median(forward_times), full
 
 
 def timed(fn, device):
@@ -132,18 +140,21 @@ def main(argv=None):
           f"(image {layout.N}, text {layout.L}) B={args.batch} steps={args.steps} | {args.dtype} on {args.device}, "
           f"{threads} threads | median of {args.repeats} sample() calls, forwards interleaved")
     print(f"{'task':<5} {'cfg':>4} {'rows':>5} {'forwards':>8} {'sample s':>9} {'1 fwd ms':>9} {'n x fwd s':>10} "
-          f"{'ratio':>6} {'samples/s':>10}")
+          f"{'ratio':>6} {'samples/s':>10}" + (f" {'full-head s':>11} {'speedup':>7}" if args.full_head else ""))
     results = {"threads": threads, "load": load_before, "settings": []}
     for task in args.tasks:
         for cfg_scale in args.cfg_scale:
-            t_sample, n_fwd, t_fwd = time_setting(model, layout, task, cfg_scale, args, autocast)
+            t_sample, n_fwd, t_fwd, t_full = time_setting(model, layout, task, cfg_scale, args, autocast)
             ratio = t_sample / (n_fwd * t_fwd)
             rows = args.batch * (2 if cfg_scale else 1)
             results["settings"].append(dict(task=task, cfg=cfg_scale, rows=rows, forwards=n_fwd, sample_s=t_sample,
-                                            forward_ms=t_fwd * 1e3, ratio=ratio, samples_per_s=args.batch / t_sample))
+                                            forward_ms=t_fwd * 1e3, ratio=ratio, samples_per_s=args.batch / t_sample,
+                                            full_head_s=t_full))
             print(f"{task:<5} {cfg_scale:4g} {rows:5d} {n_fwd:8d} {t_sample:9.2f} {t_fwd * 1e3:9.1f} "
-                  f"{n_fwd * t_fwd:10.2f} {ratio:6.3f} {args.batch / t_sample:10.2f}")
+                  f"{n_fwd * t_fwd:10.2f} {ratio:6.3f} {args.batch / t_sample:10.2f}"
+                  + (f" {t_full:11.2f} {t_full / t_sample:7.2f}" if t_full else ""))
     print(f"ratio = sample time / (forwards x one forward of the same rows); target <= 1.1. "
+          + ("speedup = full-head sample time / sample time. " if args.full_head else "") +
           f"load average before / after: {load_before} / {load_average()}")
     return results
 

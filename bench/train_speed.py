@@ -259,10 +259,11 @@ def make_step(name, model, x0, layout, args):
 
 
 def full_head(model):
-    """The model with the loss's per-segment head undone: it ignores columns and returns the (M, V) logits over every
-    id, from which medim.subs_logprobs then picks each segment's columns."""
+    """The model with the per-segment head undone: the (M, V) logits over every id, then each segment's columns cut
+    from them (medim.at_columns), as the loss and the sampler did before MeDiM.forward took columns."""
     def forward(x, t, logits_at=None, columns=None, **kw):
-        return model(x, t, logits_at=logits_at, **kw)                                      # (M, V)
+        logits = model(x, t, logits_at=logits_at, **kw)                                    # (M, V)
+        return logits if columns is None else medim.at_columns(logits, columns)
 
     forward.cfg = model.cfg
     return forward

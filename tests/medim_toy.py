@@ -6,6 +6,13 @@ import torch
 import medim
 
 
+def logits_for(logits, logits_at=None, columns=None):
+    """What MeDiM.forward returns, cut from a stand-in model's full logits (B, T, V): all of them, (M, V) at logits_at,
+    or {segment: (M_s, V_s)} with columns."""
+    out = logits if logits_at is None else logits[logits_at]
+    return out if columns is None else medim.at_columns(out, columns)
+
+
 class ToyLayout:
     def __init__(self, n_text=12, K=8, N=6, L=5):
         self.n_text, self.K, self.N, self.L = n_text, K, N, L

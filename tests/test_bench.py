@@ -72,7 +72,23 @@ def test_sample_speed_counts_one_forward_per_step_with_and_without_cfg():
     assert [(s["task"], s["cfg"], s["rows"]) for s in out["settings"]] == [
         ("t2i", 0.0, 2), ("t2i", 1.5, 4), ("i2t", 0.0, 2), ("i2t", 1.5, 4)]
     for s in out["settings"]:
-        assert s["forwards"] == 3 and s["ratio"] > 0 and s["sample_s"] > 0
+        assert s["forwards"] == 3 and s["ratio"] > 0 and s["sample_s"] > 0 and s["full_head_s"] is None
+
+
+def test_the_per_segment_head_samples_the_same_tokens_and_sample_speed_times_both():
+    layout = train_speed.Layout(300, 4, 5, 64)
+    torch.manual_seed(0)
+    model = medim.MeDiM(medim.MeDiMConfig(d_model=16, n_layers=1, n_heads=2, d_ff=64, vocab_size=layout.V,
+                                          seq_len=layout.T, mask_id=layout.mask_id)).eval()
+    x = sample_speed.prompts(layout, "t2i", 3, torch.Generator().manual_seed(0))
+    x[0, layout.segment_ids == medim.TEXT] = layout.mask_id  # a joint row too: both segments' slots at once
+    sampler = medim.SamplerConfig(sample_steps=3, token_temperature=1.0)
+    drawn = [medim.sample(m, x, layout.segment_ids, layout.legal, sampler, generator=torch.Generator().manual_seed(1))
+             for m in (model, train_speed.full_head(model))]
+    assert torch.equal(*drawn) and not (drawn[0] == layout.mask_id).any()
+    out = sample_speed.main(TINY + ["--image-tokens", "6", "--text-tokens", "5", "--batch", "2", "--steps", "2",
+                                    "--cfg-scale", "1.5", "--tasks", "t2i", "--repeats", "1", "--full-head"])
+    assert out["settings"][0]["full_head_s"] > 0
 
 
 def test_data_speed_reports_a_share_for_each_loader():

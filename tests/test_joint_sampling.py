@@ -5,7 +5,7 @@ import torch
 
 import medim
 import sample
-from medim_toy import ToyLayout
+from medim_toy import ToyLayout, logits_for
 from test_medim_sampler import Recorder, random_model, settings  # Recorder: (x, t) of every call
 
 LAY = ToyLayout(N=12, L=10)
@@ -24,10 +24,9 @@ class ConfidentAtFirstSlots(torch.nn.Module):
         self.logits[first, LAY.image_offset] = 30.0
         self.inputs = []
 
-    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None, columns=None):
         self.inputs.append(x.clone())
-        out = self.logits.expand(len(x), -1, -1)
-        return out[logits_at] if logits_at is not None else out
+        return logits_for(self.logits.expand(len(x), -1, -1), logits_at, columns)
 
 
 def first_revealed_in_sure_slots(temperature):

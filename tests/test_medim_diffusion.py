@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import medim
-from medim_toy import ToyLayout
+from medim_toy import ToyLayout, logits_for
 
 EPS = 1e-3
 
@@ -20,8 +20,7 @@ class FixedLogits(torch.nn.Module):
 
     def forward(self, x, t=None, key_padding_mask=None, logits_at=None, columns=None):
         self.seen.append((x.clone(), t.clone()))
-        out = self.logits[logits_at] if logits_at is not None else self.logits
-        return out if columns is None else {s: out[r][:, ids] for s, (r, ids) in columns.items()}
+        return logits_for(self.logits, logits_at, columns)
 
 
 def test_schedule_is_log_linear():

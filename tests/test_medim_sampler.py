@@ -17,9 +17,9 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.inner, self.cfg, self.calls = model, model.cfg, []
 
-    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None, columns=None):
         self.calls.append((x.clone(), t.clone()))
-        return self.inner(x, t, key_padding_mask, logits_at)
+        return self.inner(x, t, key_padding_mask, logits_at, columns)
 
 
 def random_model(lay, seed=0, **kw):
@@ -220,6 +220,7 @@ def test_guided_logits_at_selected_positions_equal_the_full_ones():
     lay = ToyLayout(N=12, L=8)
     model = random_model(lay)
     x = masked_copy(lay.random_batch(3, torch.Generator().manual_seed(0)), lay, text=True)
+    x[0, lay.segment_ids == medim.IMAGE] = lay.mask_id  # row 0 a joint row: masked slots of both segments
     x_u = torch.where(lay.segment_ids == medim.IMAGE, lay.mask_id, x)
     t, t_u, w = torch.rand(3), torch.rand(3), torch.tensor([0.0, 1.0, 3.0])[:, None] * torch.rand(lay.T)  # (B, T)
     at = x == lay.mask_id
@@ -228,6 +229,14 @@ def test_guided_logits_at_selected_positions_equal_the_full_ones():
         assert torch.allclose(medim.guided_logits(model, x, t, x_u, t_u, w, logits_at=at), full[at], atol=1e-5)
         c, u = model(x, t), model(x_u, t_u)
         assert torch.allclose(full, (1 + w[..., None]) * c - w[..., None] * u, atol=1e-4)
+        # with columns: each masked row's guided logits at its own segment's ids only, the same numbers
+        rows = medim.segment_rows(lay.segment_ids.expand(3, -1)[at])
+        vocab = medim.segment_vocab(lay.legal, lay.mask_id)
+        per_segment = medim.guided_logits(model, x, t, x_u, t_u, w, logits_at=at,
+                                          columns={s: (r, vocab[s]) for s, r in rows.items()})
+        assert set(per_segment) == {medim.IMAGE, medim.TEXT} and all(len(rows[s]) > 0 for s in rows)
+        for s, l in per_segment.items():
+            assert torch.allclose(l, full[at][rows[s]][:, vocab[s]], atol=1e-5)
 
 
 def test_sampler_settings_refuse_impossible_values_and_read_old_checkpoint_dicts():

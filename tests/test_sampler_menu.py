@@ -20,9 +20,9 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.inner, self.cfg, self.calls = model, model.cfg, []
 
-    def forward(self, x, t=None, key_padding_mask=None, logits_at=None):
+    def forward(self, x, t=None, key_padding_mask=None, logits_at=None, columns=None):
         self.calls.append(x.clone())
-        return self.inner(x, t, key_padding_mask, logits_at)
+        return self.inner(x, t, key_padding_mask, logits_at, columns)
 
 
 def random_model(seed=0, peaked=1.0):
