@@ -294,7 +294,7 @@ class MeDiM(nn.Module):
         flat indices: logits only there, (M, V) row-major (the loss needs them at masked tokens only: up to half the
         lm_head and the logits memory saved, which matters with an LLM's vocabulary). columns optional
         {segment: ((M_s,) rows of those M, (V_s,) ids)}: then {segment: (M_s, V_s)}, each row's logits at its ids alone
-        (the loss: image rows need only the codebook's columns). Returns float32 logits."""
+        (the loss and the sampler: image rows need only the codebook's columns). Returns float32 logits."""
         cfg = self.cfg
         B, T = x.shape
         if T > cfg.seq_len:
