@@ -394,6 +394,12 @@ def segment_rows(seg_m):
     return {s: (seg_m == s).nonzero().squeeze(1) for s in (IMAGE, TEXT)}
 
 
+def segment_columns(rows, vocab):
+    """MeDiM.forward's columns: {segment: ((M_s,) rows, (V_s,) ids)}, each masked row with its own segment's ids, from
+    segment_rows and segment_vocab."""
+    return {s: (r, vocab[s]) for s, r in rows.items()}
+
+
 def at_columns(logits, columns):
     """{segment: (M_s, V_s)}: what MeDiM.forward(columns=...) computes, cut from logits (M, V) over every id; columns
     {segment: ((M_s,) rows, (V_s,) ids)}."""
@@ -412,7 +418,7 @@ def subs_logprobs(logits, rows, vocab):
     segment_vocab; or logits already {segment: (M_s, V_s)} on those columns (MeDiM.forward(columns=...)).
     Returns {segment: (M_s, V_s) float32 log p}, column j being the id vocab[segment][j]."""
     if not isinstance(logits, dict):
-        logits = at_columns(logits, {s: (r, vocab[s]) for s, r in rows.items()})          # {s: (M_s, V_s)}
+        logits = at_columns(logits, segment_columns(rows, vocab))                         # {s: (M_s, V_s)}
     return {s: l.float().log_softmax(-1) for s, l in logits.items()}
 
 
@@ -472,7 +478,7 @@ def diffusion_loss(model, x0, segment_ids, legal, *, generator=None, cond_frac=0
     x0_m, vocab = x0[masked], segment_vocab(legal, cfg.mask_id)
     # 2. denoise: logits only where there is something to predict
     t_in = masked.sum(1) / diffused.sum(1).clamp(min=1)                                # (B,)
-    logits = model(xt, t_in, logits_at=masked, columns={s: (r, vocab[s]) for s, r in rows.items()})  # {s: (M_s, V_s)}
+    logits = model(xt, t_in, logits_at=masked, columns=segment_columns(rows, vocab))  # {s: (M_s, V_s)}
     # 3. -log p_theta(x0 | xt) at the masked tokens (unmasked ones carry over: log p = 0, nothing to learn)
     nll = -subs_logprob_of(logits, rows, vocab, x0_m)                                  # (M,)
     total = {s: (nll[r] * weight[r]).sum() for s, r in rows.items()}  # modality -> sum of weight x CE
@@ -706,7 +712,7 @@ def sample(model, x, segment_ids, legal, sampler=None, *, generator=None, fill=N
         x, masked, seg_, cond_, todo_, scale_ = (a[live] for a in (x, masked, seg, cond, todo, scale_at))
         t = (x == mask_id).sum(1) / n_diffused[live]                                      # (B',) masked share
         rows = segment_rows(seg_[masked])                                                 # segment -> (M_s,)
-        columns = {s: (r, vocab[s]) for s, r in rows.items()}  # as in the loss: image slots need 512 columns, not V
+        columns = segment_columns(rows, vocab)  # as in the loss: image slots need 512 columns, not V
         if not use_cfg:
             logits = model(x, t, logits_at=masked, columns=columns)                      # {s: (M_s, V_s)}
         else:
@@ -769,7 +775,7 @@ def given_logprob(model, x, segment_ids, legal, at):
     vocab = segment_vocab(legal.to(x.device), mask_id)
     rows = segment_rows(seg[at])                                                          # segment -> (M_s,)
     logits = model(x.masked_fill(at, mask_id), t, logits_at=at,
-                   columns={s: (r, vocab[s]) for s, r in rows.items()})                   # {s: (M_s, V_s)}
+                   columns=segment_columns(rows, vocab))                                  # {s: (M_s, V_s)}
     per_slot = subs_logprob_of(logits, rows, vocab, x[at])                                # (M,) log p of x there
     return torch.zeros(B, device=x.device).index_add_(0, at.nonzero()[:, 0], per_slot)   # (B,)
 
