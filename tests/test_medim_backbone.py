@@ -191,7 +191,7 @@ def test_columns_give_each_segments_rows_their_own_ids_only():
     vocab = medim.segment_vocab(lay.legal, lay.mask_id)
     with torch.no_grad():
         full = model(x, t, logits_at=sel)                                                   # (M, V)
-        got = model(x, t, logits_at=sel, columns={s: (r, vocab[s]) for s, r in rows.items()})
+        got = model(x, t, logits_at=sel, columns=medim.segment_columns(rows, vocab))
     assert set(got) == {medim.IMAGE, medim.TEXT}
     for s, r in rows.items():
         assert got[s].shape == (len(r), len(vocab[s])) and len(vocab[s]) < lay.V

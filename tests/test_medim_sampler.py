@@ -233,7 +233,7 @@ def test_guided_logits_at_selected_positions_equal_the_full_ones():
         rows = medim.segment_rows(lay.segment_ids.expand(3, -1)[at])
         vocab = medim.segment_vocab(lay.legal, lay.mask_id)
         per_segment = medim.guided_logits(model, x, t, x_u, t_u, w, logits_at=at,
-                                          columns={s: (r, vocab[s]) for s, r in rows.items()})
+                                          columns=medim.segment_columns(rows, vocab))
         assert set(per_segment) == {medim.IMAGE, medim.TEXT} and all(len(rows[s]) > 0 for s in rows)
         for s, l in per_segment.items():
             assert torch.allclose(l, full[at][rows[s]][:, vocab[s]], atol=1e-5)
